@@ -1,0 +1,92 @@
+"""Every Prometheus metric of gatewayd, declared once.
+
+Rules: names follow Prometheus conventions (``gatewayd_`` prefix, ``_total``
+for counters, base units), and labels have a small fixed set of values —
+never a user, a number, a URI or an address. Modules import the metric
+objects from here; nothing else creates metrics.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from gateway import __version__
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+# --- process and lifecycle -------------------------------------------------
+BUILD_INFO = Info("gatewayd_build", "Version of gatewayd and its runtime", registry=REGISTRY)
+UP = Gauge(
+    "gatewayd_up",
+    "1 while the node is ready for new calls, 0 while starting or draining",
+    registry=REGISTRY,
+)
+CONFIG_RELOADS = Counter(
+    "gatewayd_config_reloads_total",
+    "Configuration reloads (SIGHUP) by result",
+    ["result"],
+    registry=REGISTRY,
+)
+CALLS_ACTIVE = Gauge("gatewayd_calls_active", "Calls in progress on this node", registry=REGISTRY)
+CALLS_REJECTED = Counter(
+    "gatewayd_calls_rejected_total",
+    "New calls refused by this node, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+DRAIN_SECONDS = Histogram(
+    "gatewayd_drain_duration_seconds",
+    "Time from SIGTERM until every call ended",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800),
+    registry=REGISTRY,
+)
+ERRORS = Counter(
+    "gatewayd_internal_errors_total",
+    "Exceptions caught at a boundary and logged, by component",
+    ["component"],
+    registry=REGISTRY,
+)
+
+# --- web ----------------------------------------------------------------------
+HTTP_REQUESTS = Counter(
+    "gatewayd_http_requests_total",
+    "HTTP requests by route group and status class",
+    ["route", "code_class"],
+    registry=REGISTRY,
+)
+
+for _result in ("ok", "error"):
+    CONFIG_RELOADS.labels(result=_result)
+for _reason in ("draining", "capacity"):
+    CALLS_REJECTED.labels(reason=_reason)
+
+
+def set_build_info() -> None:
+    """Fill ``gatewayd_build_info`` (called once at start)."""
+    BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
+
+
+def render(accept: str = "") -> tuple[bytes, str]:
+    """Every metric in the format the scraper asked for (Accept header), with its content type."""
+    encoder, content_type = choose_encoder(accept)
+    return encoder(REGISTRY), content_type
+
+
+def code_class(status: int) -> str:
+    """``404`` -> ``"4xx"``: the only form in which a status becomes a label."""
+    return f"{status // 100}xx"

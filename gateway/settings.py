@@ -1,0 +1,247 @@
+"""Validated, frozen settings.
+
+YAML (see ``config_source``) becomes pydantic v2 models here. Unknown keys
+are errors, because a typo such as ``drian_timeout`` silently ignored is an
+outage waiting for the next upgrade. Every error is reported as
+``key.path: reason (line N)``, all of them at once.
+
+Each later capability adds its own section model here; the example file
+``config/gatewayd.example.yaml`` documents every key (a test keeps the two in
+step).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.config_source import (
+    ConfigSource,
+    apply_overrides,
+    parse_yaml,
+    resolve_references,
+)
+from gateway.errors import ConfigError
+
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class Section(BaseModel):
+    """Base of every settings model: strict about unknown keys, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _check_host(value: str) -> str:
+    """A listen address is an IP literal or a host name, never a URL."""
+    if not value or "/" in value or " " in value:
+        raise ValueError("must be an IP address or host name, e.g. 127.0.0.1 or ::1")
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not all(part and len(part) < 64 for part in value.split(".")):
+            raise ValueError("must be an IP address or host name") from None
+    return value
+
+
+class LogSettings(Section):
+    """Logging: JSON lines on stdout (journald picks them up)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+    #: Truncate IP addresses in logs (IPv4 /24, IPv6 /48): an address is personal data.
+    redact_ip: bool = True
+
+
+class TlsSettings(Section):
+    """A certificate and key in PEM files."""
+
+    cert_file: Path
+    key_file: Path
+
+    @model_validator(mode="after")
+    def _files_readable(self) -> TlsSettings:
+        for name in ("cert_file", "key_file"):
+            path: Path = getattr(self, name)
+            if not path.is_file():
+                raise ValueError(f"{name} {path} does not exist or is not a file")
+        return self
+
+
+class WebSettings(Section):
+    """The HTTP(S) port: pages, signaling, REST API and the ops endpoints."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    tls: TlsSettings | None = None
+    #: When set, GET /metrics requires ``Authorization: Bearer <token>``.
+    metrics_token: SecretStr | None = None
+    #: Largest request body accepted, in bytes.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+
+    _host = field_validator("host")(_check_host)
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (or leave it out)")
+        return value
+
+
+SipTransportName = Literal["udp", "tcp", "tls", "ws", "wss"]
+_DEFAULT_TRANSPORTS: tuple[SipTransportName, ...] = ("udp", "tcp")
+
+
+class SipSettings(Section):
+    """The SIP listener."""
+
+    host: str = "127.0.0.1"
+    port: Port = 5060
+    transports: list[SipTransportName] = Field(default_factory=lambda: list(_DEFAULT_TRANSPORTS))
+    #: Retry-After (seconds) sent with 503 while draining or overloaded.
+    retry_after: Annotated[int, Field(ge=1, le=3600)] = 30
+
+    _host = field_validator("host")(_check_host)
+
+    @field_validator("transports")
+    @classmethod
+    def _transports_unique(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one transport is needed")
+        if len(set(value)) != len(value):
+            raise ValueError("each transport may be listed once")
+        return value
+
+
+class SystemdSettings(Section):
+    """Integration with systemd's notify protocol (used only under systemd)."""
+
+    notify: bool = True
+    #: Fraction of WatchdogSec between WATCHDOG=1 pings.
+    watchdog_fraction: Annotated[float, Field(gt=0.05, le=0.9)] = 0.5
+
+
+class Settings(Section):
+    """Everything an operator can set. Defaults are the embedded one-node setup."""
+
+    #: Names this node in metrics and logs; defaults to the host name.
+    node_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = (
+        "gatewayd"
+    )
+    #: Directory for the SQLite store and other state; created at start.
+    data_dir: Path = Path("./var")
+    #: Seconds active calls get to end after SIGTERM before they are hung up.
+    drain_timeout: Seconds = 30.0
+    log: LogSettings = LogSettings()
+    web: WebSettings = WebSettings()
+    sip: SipSettings = SipSettings()
+    systemd: SystemdSettings = SystemdSettings()
+
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> Settings:
+        if self.web.port == self.sip.port and self.web.host == self.sip.host:
+            uses_tcp = any(t in ("tcp", "tls", "ws", "wss") for t in self.sip.transports)
+            if uses_tcp:
+                raise ValueError(
+                    f"web.port and sip.port are both {self.web.port} on {self.web.host}"
+                )
+        return self
+
+
+def load_settings(
+    text: str,
+    *,
+    overrides: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Turn YAML text into ``Settings`` or raise ``ConfigError`` listing every problem."""
+    source = parse_yaml(text)
+    # Structural problems (duplicate keys) do not stop validation: the
+    # operator gets every error in one pass. Syntax errors leave no data.
+    apply_overrides(source, overrides or [])
+    resolve_references(source, environ)
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate(source.data)
+    except ValidationError as exc:
+        _collect_validation_problems(exc, source)
+    if source.problems or settings is None:
+        raise ConfigError(source.problems)
+    return settings
+
+
+def load_settings_file(
+    path: Path,
+    *,
+    overrides: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read and validate a YAML file; an unreadable file is a ``ConfigError`` too."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from exc
+    return load_settings(text, overrides=overrides, environ=environ)
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key (check the spelling; see config/gatewayd.example.yaml)",
+    "missing": "required key is missing",
+    "model_type": "must be a mapping of keys",
+    "dict_type": "must be a mapping of keys",
+    "list_type": "must be a list",
+}
+
+
+def _collect_validation_problems(exc: ValidationError, source: ConfigSource) -> None:
+    for error in exc.errors(include_url=False, include_input=False):
+        path = tuple(p for p in error["loc"] if isinstance(p, str | int))
+        message = _MESSAGES.get(error["type"], _clean_message(error["msg"]))
+        source.problem(path, message)
+
+
+def _clean_message(message: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message[:1].lower() + message[1:] if message else "invalid value"
+
+
+def restart_only_changes(old: Settings, new: Settings) -> list[str]:
+    """Keys that differ between two configurations but only take effect on restart."""
+    changed: list[str] = []
+    for key in (
+        "web.host",
+        "web.port",
+        "web.tls",
+        "sip.host",
+        "sip.port",
+        "sip.transports",
+        "data_dir",
+    ):
+        if _dig(old, key) != _dig(new, key):
+            changed.append(key)
+    return changed
+
+
+def _dig(model: BaseModel, dotted: str) -> Any:
+    value: Any = model
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value

@@ -1,0 +1,1 @@
+"""The aiohttp application: ops endpoints now; pages, signaling and REST API later."""

@@ -1,0 +1,37 @@
+"""Typed keys for what the web app shares (aiohttp AppKey, no module globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from aiohttp import web
+
+from gateway.calls import CallRegistry
+from gateway.settings import Settings
+
+
+class Lifecycle(Protocol):
+    """What the web layer may ask about the node's state."""
+
+    @property
+    def ready(self) -> bool:
+        """True while new calls are taken."""
+        ...
+
+    @property
+    def state_name(self) -> str:
+        """starting, ready, draining or stopped."""
+        ...
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait."""
+        ...
+
+
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+#: Returns the settings in force now (they change on SIGHUP).
+SettingsGetter = Callable[[], Settings]
+SETTINGS: web.AppKey[SettingsGetter] = web.AppKey("settings")
+CALLS = web.AppKey("calls", CallRegistry)
