@@ -60,7 +60,7 @@ async def test_drain_refuses_new_calls_and_waits_for_active_ones(tmp_path: Path)
 
     drain = asyncio.create_task(gateway.drain())
     await asyncio.sleep(0.1)
-    assert gateway.state is State.DRAINING
+    assert gateway.state_name == "draining"
     status, headers = await _get(gateway, "/readyz")
     assert status == 503
     assert headers["Retry-After"] == "17"
