@@ -70,6 +70,54 @@ HTTP_REQUESTS = Counter(
     registry=REGISTRY,
 )
 
+# --- SIP ---------------------------------------------------------------------
+SIP_REQUESTS = Counter(
+    "gatewayd_sip_requests_total",
+    "SIP requests received, by method (unknown methods as 'other')",
+    ["method"],
+    registry=REGISTRY,
+)
+SIP_RESPONSES = Counter(
+    "gatewayd_sip_responses_total",
+    "SIP responses sent, by status class",
+    ["code_class"],
+    registry=REGISTRY,
+)
+SIP_TRANSACTIONS_ACTIVE = Gauge(
+    "gatewayd_sip_transactions_active",
+    "SIP transactions not yet terminated (client and server)",
+    registry=REGISTRY,
+)
+SIP_PARSE_ERRORS = Counter(
+    "gatewayd_sip_parse_errors_total",
+    "SIP messages that could not be parsed, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+SIP_TRUNK_UP = Gauge(
+    "gatewayd_sip_trunk_up",
+    "1 while a configured trunk is registered / answers OPTIONS, else 0",
+    ["trunk"],
+    registry=REGISTRY,
+)
+SIP_REJECTED = Counter(
+    "gatewayd_sip_rejected_total",
+    "SIP requests refused before processing, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+SIP_METHODS = frozenset(
+    {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK",
+     "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE"}
+)
+
+
+def sip_method_label(method: str) -> str:
+    """Known methods as themselves, anything a peer invents as ``other``."""
+    return method if method in SIP_METHODS else "other"
+
+
 for _result in ("ok", "error"):
     CONFIG_RELOADS.labels(result=_result)
 for _reason in ("draining", "capacity"):

@@ -106,14 +106,103 @@ SipTransportName = Literal["udp", "tcp", "tls", "ws", "wss"]
 _DEFAULT_TRANSPORTS: tuple[SipTransportName, ...] = ("udp", "tcp")
 
 
+class SipTimers(Section):
+    """RFC 3261 timer base values, in seconds."""
+
+    t1: Annotated[float, Field(ge=0.05, le=10)] = 0.5
+    t2: Annotated[float, Field(ge=0.5, le=60)] = 4.0
+    t4: Annotated[float, Field(ge=0.5, le=60)] = 5.0
+
+    @model_validator(mode="after")
+    def _order(self) -> SipTimers:
+        if self.t2 < self.t1:
+            raise ValueError("t2 must not be smaller than t1")
+        return self
+
+
+class SipLimits(Section):
+    """Caps that protect the node from floods and oversized messages."""
+
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    #: Transactions in progress before new requests get 503 + Retry-After.
+    max_transactions: Annotated[int, Field(ge=10, le=1_000_000)] = 20_000
+    #: Unauthenticated requests per second per source address (0 = no limit).
+    requests_per_second: Annotated[float, Field(ge=0, le=100_000)] = 50.0
+    burst: Annotated[int, Field(ge=1, le=100_000)] = 100
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
+
+
+class SipAccess(Section):
+    """Which source addresses may talk SIP to this node (CIDR or single addresses)."""
+
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+
+class SipTls(Section):
+    """Certificates for SIP over TLS / WSS (server side) and peer verification."""
+
+    cert_file: Path
+    key_file: Path
+    #: CA bundle to verify peers; the system store when left out.
+    ca_file: Path | None = None
+    verify_peer: bool = True
+
+
+class SipTrunk(Section):
+    """A registrar we REGISTER at and/or a peer we keep alive with OPTIONS."""
+
+    name: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$")]
+    registrar: Annotated[str, Field(min_length=1)]
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    username: str | None = None
+    password: SecretStr | None = None
+    #: Address of record, default sip:<username>@<registrar host>.
+    aor: str | None = None
+    #: REGISTER at the registrar (false: only OPTIONS keep-alive).
+    registration: bool = True
+    expires: Annotated[int, Field(ge=60, le=86400)] = 600
+    #: OPTIONS keep-alive interval; 0 turns it off.
+    options_interval: Annotated[float, Field(ge=0, le=3600)] = 30.0
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SipTrunk:
+        if self.registration and not self.username:
+            raise ValueError("a trunk that registers needs a username")
+        return self
+
+
 class SipSettings(Section):
-    """The SIP listener."""
+    """The SIP listener and its peers."""
 
     host: str = "127.0.0.1"
     port: Port = 5060
+    tls_port: Port = 5061
+    ws_port: Port = 5066
     transports: list[SipTransportName] = Field(default_factory=lambda: list(_DEFAULT_TRANSPORTS))
+    #: Host name or address put in Via/Contact when it differs from ``host`` (behind NAT).
+    public_host: str | None = None
     #: Retry-After (seconds) sent with 503 while draining or overloaded.
     retry_after: Annotated[int, Field(ge=1, le=3600)] = 30
+    user_agent: str = "gatewayd"
+    #: The built-in echo service answers calls to sip:<echo_user>@<this node>; "" turns it off.
+    echo_user: str = "echo"
+    timers: SipTimers = SipTimers()
+    limits: SipLimits = SipLimits()
+    access: SipAccess = SipAccess()
+    tls: SipTls | None = None
+    trunks: list[SipTrunk] = Field(default_factory=list)
 
     _host = field_validator("host")(_check_host)
 
@@ -125,6 +214,20 @@ class SipSettings(Section):
         if len(set(value)) != len(value):
             raise ValueError("each transport may be listed once")
         return value
+
+    @field_validator("trunks")
+    @classmethod
+    def _trunk_names_unique(cls, value: list[SipTrunk]) -> list[SipTrunk]:
+        names = [t.name for t in value]
+        if len(set(names)) != len(names):
+            raise ValueError("trunk names must be unique")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_needs_certificates(self) -> SipSettings:
+        if any(t in ("tls", "wss") for t in self.transports) and self.tls is None:
+            raise ValueError("transports tls/wss need a sip.tls section with cert_file and key_file")
+        return self
 
 
 class SystemdSettings(Section):

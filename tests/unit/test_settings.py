@@ -201,7 +201,7 @@ def test_example_file_documents_every_key() -> None:
     missing = [
         p
         for p in _field_paths(Settings)
-        if not re.search(rf"^\s*#?\s*{re.escape(p.rsplit('.', 1)[-1])}:", text, re.M)
+        if not re.search(rf"^\s*#?\s*(?:-\s*)?{re.escape(p.rsplit('.', 1)[-1])}:", text, re.M)
     ]
     assert not missing, f"keys not documented in gatewayd.example.yaml: {missing}"
     load_settings(yaml.safe_dump(uncommented))
