@@ -1,0 +1,103 @@
+"""Building the requests a user agent sends: new requests, CANCEL, ACK.
+
+Randomness (branches, tags, Call-IDs) comes from an injected ``IdSource`` so
+tests are deterministic; the real one uses ``secrets``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+
+from bridges.sip.message import SipMessage, SipRequest, SipResponse
+
+#: RFC 3261 §8.1.1.7: branches starting with this are globally unique.
+MAGIC_COOKIE = "z9hG4bK"
+
+
+class IdSource:
+    """Branches, tags and Call-IDs: unguessable, and injectable for tests."""
+
+    def __init__(self, token: Callable[[int], str] | None = None) -> None:
+        self._token = token or secrets.token_hex
+
+    def branch(self) -> str:
+        """A Via branch with the RFC 3261 magic cookie."""
+        return MAGIC_COOKIE + self._token(8)
+
+    def tag(self) -> str:
+        """A From/To tag."""
+        return self._token(6)
+
+    def call_id(self, host: str) -> str:
+        """A globally unique Call-ID (random part @ our host)."""
+        return f"{self._token(12)}@{host}"
+
+
+def via_value(transport: str, host: str, port: int, branch: str) -> str:
+    """``SIP/2.0/UDP host:port;branch=...;rport`` (rport: RFC 3581, always asked for)."""
+    proto = {"ws": "WS", "wss": "WSS"}.get(transport, transport.upper())
+    hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"SIP/2.0/{proto} {hostport};branch={branch};rport"
+
+
+def build_request(
+    method: str,
+    uri: str,
+    *,
+    via: str,
+    from_value: str,
+    to_value: str,
+    call_id: str,
+    cseq: int,
+    contact: str | None = None,
+    routes: Iterable[str] = (),
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+    max_forwards: int = 70,
+) -> SipRequest:
+    """A request with the mandatory headers of §8.1.1 in the usual order."""
+    items: list[tuple[str, str]] = [
+        ("Via", via),
+        ("Max-Forwards", str(max_forwards)),
+    ]
+    items.extend(("Route", r) for r in routes)
+    items += [
+        ("From", from_value),
+        ("To", to_value),
+        ("Call-ID", call_id),
+        ("CSeq", f"{cseq} {method}"),
+    ]
+    if contact is not None:
+        items.append(("Contact", contact))
+    items.extend(headers)
+    if body:
+        items.append(("Content-Type", content_type or "application/sdp"))
+    return SipRequest(method, uri, items, body)
+
+
+def _copy(request: SipMessage, name: str) -> list[tuple[str, str]]:
+    return [(name, v) for v in request.headers.getlines(name)]
+
+
+def build_cancel(invite: SipRequest) -> SipRequest:
+    """CANCEL for a pending INVITE (§9.1): same Request-URI, Call-ID, From,
+    To, CSeq number and top Via (branch included), and the same Route set."""
+    items: list[tuple[str, str]] = [("Via", str(invite.top_via))]
+    items += [("Max-Forwards", "70")]
+    items += _copy(invite, "Route")
+    items += _copy(invite, "From") + _copy(invite, "To") + _copy(invite, "Call-ID")
+    items.append(("CSeq", f"{invite.cseq_number} CANCEL"))
+    return SipRequest("CANCEL", invite.uri, items)
+
+
+def build_ack(invite: SipRequest, response: SipResponse) -> SipRequest:
+    """ACK for a non-2xx final response (§17.1.1.3), sent by the INVITE client
+    transaction: the INVITE's top Via and Route set, the response's To."""
+    items: list[tuple[str, str]] = [("Via", str(invite.top_via))]
+    items += [("Max-Forwards", "70")]
+    items += _copy(invite, "Route")
+    items += _copy(invite, "From") + _copy(response, "To") + _copy(invite, "Call-ID")
+    items.append(("CSeq", f"{invite.cseq_number} ACK"))
+    return SipRequest("ACK", invite.uri, items)
