@@ -5,9 +5,17 @@ Kept apart from ``app.py`` so the lifecycle does not import every bridge.
 
 from __future__ import annotations
 
+from bridges.sip.echo import EchoService
+from bridges.sip.endpoint import SipEndpoint
 from gateway.app import Gateway
 
 
-def add_services(gateway: Gateway) -> None:
-    """Attach the services the settings ask for (the SIP endpoint, ...)."""
-    del gateway  # the SIP endpoint joins here once bridges/sip has its transport
+def add_services(gateway: Gateway) -> SipEndpoint:
+    """Attach the SIP endpoint (with the echo service when configured)."""
+    settings = gateway.settings
+    endpoint = SipEndpoint(gateway.calls)
+    if settings.sip.echo_user:
+        echo = EchoService(settings.sip.public_host or settings.sip.host)
+        endpoint.services[settings.sip.echo_user] = echo.handle
+    gateway.services.append(endpoint)
+    return endpoint

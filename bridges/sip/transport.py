@@ -15,6 +15,7 @@ import itertools
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import WSMsgType, web
 
@@ -117,8 +118,8 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # The selector loop's datagram transport is not a DatagramTransport subclass.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         remote = (str(addr[0]), int(addr[1]))
