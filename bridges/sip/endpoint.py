@@ -638,13 +638,29 @@ class SipEndpoint:
             body=body,
             content_type=content_type,
         )
-        tx = self.layer.send_request(request, call.flow, self.clock.monotonic(), owner=call)
+        return await self.send_request(request, call.flow, owner=call)
+
+    async def send_request(
+        self, request: SipRequest, flow: Flow, *, owner: object = None
+    ) -> SipResponse | None:
+        """Send a non-ACK request in a new client transaction and wait for its
+        final response; None when the transaction timed out (Timer B/F)."""
+        tx = self.layer.send_request(request, flow, self.clock.monotonic(), owner=owner)
         future: asyncio.Future[SipResponse | None] = asyncio.get_running_loop().create_future()
         self._pending[tx] = future
         self._pump()
         with contextlib.suppress(asyncio.CancelledError):
             return await future
         return None
+
+    async def flow_to(self, transport: str, remote: tuple[str, int]) -> Flow:
+        """A flow to ``remote`` (UDP from our listener, or a reused/new connection)."""
+        assert self.transport is not None
+        return await self.transport.connect(transport, remote)
+
+    def local_address(self, transport: str) -> tuple[str, int]:
+        """Host and port we put in Via/Contact for ``transport``."""
+        return self._local(transport)
 
 
 def _request_user(request: SipRequest) -> str | None:
