@@ -59,55 +59,82 @@ class _Reflector(asyncio.DatagramProtocol):
             self.stats.sent += 1
 
 
+class EchoMedia:
+    """The reflector sockets of one echo call and the offer/answer state."""
+
+    def __init__(self, media_host: str) -> None:
+        self.media_host = media_host
+        self.reflectors: list[_Reflector] = []
+        self.last: SessionDescription | None = None
+        self.local: LocalCapabilities | None = None
+
+    async def open(self) -> EchoMedia:
+        """Bind one socket for audio and one for video."""
+        loop = asyncio.get_running_loop()
+        for _ in range(2):
+            _t, protocol = await loop.create_datagram_endpoint(
+                _Reflector, local_addr=(self.media_host, 0)
+            )
+            self.reflectors.append(protocol)
+        self.local = LocalCapabilities(
+            address=self.media_host,
+            random_bytes=secrets.token_bytes,
+            audio_port=_port(self.reflectors[0]),
+            video_port=_port(self.reflectors[1]),
+            srtp=SrtpPolicy.OFF,
+            username="gatewayd",
+        )
+        return self
+
+    def offer(self) -> bytes:
+        """Our offer (outgoing call, or a late-offer INVITE)."""
+        assert self.local is not None
+        self.last = create_offer(self.local, self.last)
+        return bytes(self.last)
+
+    def answer(self, offer: bytes) -> bytes:
+        """Our answer to the peer's offer; raises GatewayError (488) when nothing fits."""
+        assert self.local is not None
+        self.last = answer(SessionDescription.parse(offer), self.local, self.last)
+        return bytes(self.last)
+
+    @property
+    def stats(self) -> list[ReflectorStats]:
+        """Counters per socket (audio, video)."""
+        return [r.stats for r in self.reflectors]
+
+    def close(self) -> None:
+        """Release the sockets (idempotent)."""
+        for reflector in self.reflectors:
+            if reflector.transport is not None:
+                reflector.transport.close()
+
+
 class EchoService:
     """Answers calls and reflects their RTP."""
 
     def __init__(self, media_host: str) -> None:
         self.media_host = media_host
-        #: Reflectors of calls in progress, by call id (tests read the counters).
-        self.reflectors: dict[str, list[_Reflector]] = {}
-
-    async def _open(self) -> _Reflector:
-        loop = asyncio.get_running_loop()
-        _transport, protocol = await loop.create_datagram_endpoint(
-            _Reflector, local_addr=(self.media_host, 0)
-        )
-        return protocol
+        #: Media of calls in progress, by call id (tests read the counters).
+        self.calls: dict[str, EchoMedia] = {}
 
     async def handle(self, call: SipCall) -> None:
         """The incoming-call handler for ``sip:echo@...``."""
-        audio, video = await self._open(), await self._open()
-        reflectors = [audio, video]
-        self.reflectors[call.call_id] = reflectors
+        media = await EchoMedia(self.media_host).open()
+        self.calls[call.call_id] = media
 
         def close(_call: SipCall) -> None:
-            for reflector in reflectors:
-                if reflector.transport is not None:
-                    reflector.transport.close()
-            self.reflectors.pop(call.call_id, None)
+            media.close()
+            self.calls.pop(call.call_id, None)
 
         call.on_end.append(close)
-        local = LocalCapabilities(
-            address=self.media_host,
-            random_bytes=secrets.token_bytes,
-            audio_port=_port(audio),
-            video_port=_port(video),
-            srtp=SrtpPolicy.OFF,
-            username="gatewayd",
-        )
-        state: dict[str, SessionDescription | None] = {"last": None}
 
         async def on_offer(_call: SipCall, offer: bytes | None) -> bytes | None:
             try:
-                if offer is None:
-                    sdp = create_offer(local, state["last"])
-                else:
-                    sdp = answer(SessionDescription.parse(offer), local, state["last"])
+                return media.offer() if offer is None else media.answer(offer)
             except GatewayError as exc:
                 log.info("echo: offer refused", call_id=call.call_id, reason=exc.message)
                 return None
-            state["last"] = sdp
-            return bytes(sdp)
 
         call.on_offer = on_offer
         body = await on_offer(call, call.remote_sdp)
