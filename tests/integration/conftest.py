@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -88,11 +89,14 @@ def baresip(request: pytest.FixtureRequest) -> Iterator[Callable[..., Baresip]]:
 
 @pytest.fixture
 def sipp_uas(request: pytest.FixtureRequest) -> Iterator[Callable[..., SippUas]]:
-    """Factory: ``sipp_uas()`` -> SIPp answering calls at ``.address`` until teardown."""
+    """Factory: ``sipp_uas()`` or ``sipp_uas(UAS_RR_SCENARIO)`` -> SIPp answering at ``.address``.
+
+    Teardown stops it hard (SIGTERM); call ``.stop()`` in the test for exact counts.
+    """
     _require(SIPP, "sip-tester")
     started: list[SippUas] = []
 
-    def start(scenario: str = "uas", **kwargs: Any) -> SippUas:
+    def start(scenario: str | Path = "uas", **kwargs: Any) -> SippUas:
         uas = SippUas(scenario, **kwargs)
         started.append(uas)
         return uas.start()

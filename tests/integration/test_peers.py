@@ -17,7 +17,13 @@ import pytest
 
 from tests.support.baresip import Baresip, BaresipError, dominant_frequency
 from tests.support.kamailio import KamailioServer
-from tests.support.sipp import REGISTER_SCENARIO, SippUas, run_sipp
+from tests.support.sipp import (
+    REGISTER_SCENARIO,
+    UAC_RR_SCENARIO,
+    UAS_RR_SCENARIO,
+    SippUas,
+    run_sipp,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +155,21 @@ def test_peers_leave_no_process_or_temp_dir() -> None:
         assert not path.exists(), f"{path} is left"
     assert "baresip is ready" in ua.log_text(), "the log outlives the temp dir"
     assert "REGISTER" in server.log_text()
+
+
+def test_sipp_calls_through_kamailio_to_a_static_route(
+    kamailio: StartKamailio, sipp_uas: StartSippUas
+) -> None:
+    """The gateway's case: a peer that does not REGISTER, reached via ``static_routes``."""
+    uas = sipp_uas(UAS_RR_SCENARIO)
+    server = kamailio({}, static_routes={"service": f"sip:{uas.address}"})
+
+    result = run_sipp(
+        UAC_RR_SCENARIO, server.address, calls=3, rate=20, service="service", timeout=10
+    )
+    assert (result.returncode, result.successful, result.failed) == (0, 3, 0), result.describe()
+    log = server.log_text()
+    assert log.count("REQ INVITE sip:service@") == 3
+    assert log.count("REQ ACK ") == 3 and log.count("REQ BYE ") == 3, "via the Record-Route"
+    answered = uas.stop()
+    assert (answered.successful, answered.failed) == (3, 0), answered.describe()

@@ -8,6 +8,11 @@ scenario (by default the built-in ``uas``) running in the background until
 ``stop()``. Every run has a wall-clock bound (SIPp's ``-timeout`` and a kill
 after it); each gets its own temp dir, removed once the result is read.
 
+Through a record-routing proxy (Kamailio) the built-in scenarios fail: ``uas``
+drops Record-Route from its answers and ``uac`` ignores it, sending ACK and BYE
+to the proxy's own URI without Route (Kamailio: 404). Use ``UAC_RR_SCENARIO``
+and ``UAS_RR_SCENARIO`` there.
+
 SIPp exit codes: 0 every call succeeded, 1 at least one failed, 97 stopped by
 an internal command, 99 no call processed, 255/254 (-1/-2) fatal error / bind.
 """
@@ -33,6 +38,10 @@ SIPP = "/usr/bin/sipp"
 TEMPLATES = Path(__file__).with_name("templates")
 REGISTER_SCENARIO = TEMPLATES / "sipp_register.xml"
 """REGISTER, expect 401, REGISTER with digest (-au/-ap), expect 200."""
+UAC_RR_SCENARIO = TEMPLATES / "sipp_uac_rr.xml"
+"""The built-in ``uac`` made dialog-aware (Record-Route, Contact) for use via a proxy."""
+UAS_RR_SCENARIO = TEMPLATES / "sipp_uas_rr.xml"
+"""The built-in ``uas`` echoing Record-Route, with a 500 ms timewait instead of 4 s."""
 
 
 @dataclass
