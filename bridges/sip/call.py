@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from bridges.sip.auth import DigestClient
 from bridges.sip.dialog import Dialog
 from bridges.sip.flow import Flow
 from bridges.sip.message import SipRequest, SipResponse
@@ -80,6 +81,8 @@ class SipCall:
         self.answered = asyncio.Event()
         self.ended = asyncio.Event()
         self.provisional: list[int] = []
+        #: Answers 401/407 challenges on this call's requests (outgoing calls).
+        self.digest: DigestClient | None = None
         #: hangup() asked for a CANCEL before any provisional response came.
         self.cancel_wanted = False
 

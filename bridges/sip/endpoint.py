@@ -10,11 +10,10 @@ in the sans-IO modules; this file pumps bytes, events and one timer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 from bridges.sip.call import CallState, SipCall
-from bridges.sip.dialog import Dialog, DialogId, dialog_id_of_request, dialog_id_of_response
+from bridges.sip.dialog import Dialog, DialogId, dialog_id_of_request
 from bridges.sip.flow import Flow
 from bridges.sip.message import (
     SipParseError,
@@ -25,7 +24,9 @@ from bridges.sip.message import (
     parse_message,
     validate_request,
 )
-from bridges.sip.outgoing import IdSource, build_cancel, build_request, via_value
+from bridges.sip.outgoing import (
+    IdSource,
+)
 from bridges.sip.ratelimit import PeerAccessList, SourceRateLimiter
 from bridges.sip.transaction import (
     AckTimeout,
@@ -40,6 +41,7 @@ from bridges.sip.transaction import (
     TransactionTimeout,
 )
 from bridges.sip.transport import Limits, SipTransportLayer
+from bridges.sip.uac import ALLOW, SUPPORTED, UacRole
 from gateway import metrics
 from gateway.calls import CallRegistry
 from gateway.clock import Clock, SystemClock
@@ -49,14 +51,12 @@ from gateway.settings import Settings
 
 log = get_logger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 ACCEPT = "application/sdp"
-SUPPORTED: tuple[str, ...] = ("replaces",)
 
 IncomingHandler = Callable[[SipCall], Awaitable[None]]
 
 
-class SipEndpoint:
+class SipEndpoint(UacRole):
     """The gateway's SIP user agent (a ``gateway.app.Service``)."""
 
     def __init__(
@@ -492,175 +492,6 @@ class SipEndpoint:
                 ],
             )
         self._pump()
-
-    # --- client side ------------------------------------------------------------------------------
-    async def invite(
-        self,
-        uri: str,
-        sdp: bytes,
-        *,
-        remote: tuple[str, int],
-        transport: str = "udp",
-        from_user: str = "gatewayd",
-        headers: list[tuple[str, str]] | None = None,
-    ) -> SipCall:
-        """Place a call; returns at once, ``call.wait_answered()`` waits for the answer."""
-        assert self.transport is not None and self.settings is not None
-        self.calls.admit()
-        flow = await self.transport.connect(transport, remote)
-        host, port = self._local(transport)
-        call = SipCall(self, outgoing=True, flow=flow)
-        request = build_request(
-            "INVITE",
-            uri,
-            via=via_value(transport, host, port, self.ids.branch()),
-            from_value=f"<sip:{from_user}@{host}>;tag={call.local_tag}",
-            to_value=f"<{uri}>",
-            call_id=self.ids.call_id(host),
-            cseq=1,
-            contact=self.contact_for(transport, from_user),
-            headers=[
-                ("Allow", ALLOW),
-                ("Supported", ", ".join(SUPPORTED)),
-                ("User-Agent", self.settings.sip.user_agent),
-                *(headers or []),
-            ],
-            body=sdp,
-        )
-        call.invite = request
-        call.local_sdp = sdp
-        call.invite_tx = self.layer.send_request(request, flow, self.clock.monotonic(), owner=call)
-        self.calls.add(call)
-        call.on_end.append(lambda c: self.calls.remove(c.call_id))
-        self._pump()
-        return call
-
-    def _on_response(self, response: SipResponse, tx: ClientTransaction | None) -> None:
-        if tx is None:
-            # 2xx retransmission after the INVITE transaction ended: ACK again.
-            call = self._dialogs.get(dialog_id_of_response(response))
-            if call is not None and call.ack_bytes is not None:
-                self.layer.send_stateless(call.ack_bytes, call.flow)
-            return
-        owner = tx.owner
-        if (
-            isinstance(owner, SipCall)
-            and tx.request.method == "INVITE"
-            and owner.invite is tx.request
-        ):
-            self._on_invite_response(owner, response)
-        elif isinstance(owner, SipCall) and tx.request.method == "INVITE":
-            self._ack_2xx(owner, response)  # our re-INVITE was answered
-        if response.status >= 200:
-            future = self._pending.pop(tx, None)
-            if future is not None and not future.done():
-                future.set_result(response)
-
-    def _on_invite_response(self, call: SipCall, response: SipResponse) -> None:
-        status = response.status
-        assert call.invite is not None
-        if status < 200:
-            call.provisional.append(status)
-            if call.cancel_wanted:
-                self.cancel_call(call)
-            if response.to_tag and call.state is CallState.CALLING:
-                call.dialog = Dialog.as_uac(call.invite, response)
-                call._set_state(CallState.EARLY)
-            return
-        if status < 300:
-            if call.dialog is None or call.dialog.remote_tag != response.to_tag:
-                call.dialog = Dialog.as_uac(call.invite, response)
-            else:
-                call.dialog.confirm(response)
-            self._dialogs[call.dialog.id] = call
-            call.on_end.append(self._forget_dialog)
-            call.remote_sdp = response.sdp()
-            call.final_status = status
-            self._ack_2xx(call, response)
-            if call.state is CallState.ENDING:
-                # We cancelled but the 200 won the race: end it with BYE.
-                call.state = CallState.ESTABLISHED
-                self._spawn(call.hangup(call.end_reason or "cancelled"))
-            elif call.state in (CallState.CALLING, CallState.EARLY):
-                call._set_state(CallState.ESTABLISHED)
-            return
-        call.final_status = status
-        call.finish(f"rejected {status}")
-
-    def _forget_dialog(self, call: SipCall) -> None:
-        if call.dialog is not None:
-            self._dialogs.pop(call.dialog.id, None)
-
-    def _ack_2xx(self, call: SipCall, response: SipResponse) -> None:
-        assert call.dialog is not None
-        transport = call.flow.transport
-        host, port = self._local(transport)
-        ack = call.dialog.create_request(
-            "ACK",
-            self.ids,
-            transport=transport,
-            host=host,
-            port=port,
-            cseq=response.cseq_number,
-        )
-        call.ack_bytes = bytes(ack)
-        self.layer.send_stateless(call.ack_bytes, call.flow)
-
-    def cancel_call(self, call: SipCall) -> None:
-        """CANCEL a pending outgoing INVITE (§9.1); before any provisional
-        response it waits for one (a CANCEL must not overtake the INVITE)."""
-        assert call.invite is not None
-        if not call.provisional:
-            call.cancel_wanted = True
-            return
-        call.cancel_wanted = False
-        cancel = build_cancel(call.invite)
-        self.layer.send_request(cancel, call.flow, self.clock.monotonic())
-        self._pump()
-
-    async def send_bye(self, call: SipCall) -> None:
-        """BYE in the call's dialog; waits for the answer (or the timeout)."""
-        await self.send_in_dialog(call, "BYE")
-
-    async def send_in_dialog(
-        self, call: SipCall, method: str, *, body: bytes = b"", content_type: str | None = None
-    ) -> SipResponse | None:
-        """Send a request in the call's dialog and wait for its final response."""
-        assert call.dialog is not None
-        transport = call.flow.transport
-        host, port = self._local(transport)
-        request = call.dialog.create_request(
-            method,
-            self.ids,
-            transport=transport,
-            host=host,
-            port=port,
-            body=body,
-            content_type=content_type,
-        )
-        return await self.send_request(request, call.flow, owner=call)
-
-    async def send_request(
-        self, request: SipRequest, flow: Flow, *, owner: object = None
-    ) -> SipResponse | None:
-        """Send a non-ACK request in a new client transaction and wait for its
-        final response; None when the transaction timed out (Timer B/F)."""
-        tx = self.layer.send_request(request, flow, self.clock.monotonic(), owner=owner)
-        future: asyncio.Future[SipResponse | None] = asyncio.get_running_loop().create_future()
-        self._pending[tx] = future
-        self._pump()
-        with contextlib.suppress(asyncio.CancelledError):
-            return await future
-        return None
-
-    async def flow_to(self, transport: str, remote: tuple[str, int]) -> Flow:
-        """A flow to ``remote`` (UDP from our listener, or a reused/new connection)."""
-        assert self.transport is not None
-        return await self.transport.connect(transport, remote)
-
-    def local_address(self, transport: str) -> tuple[str, int]:
-        """Host and port we put in Via/Contact for ``transport``."""
-        return self._local(transport)
 
 
 def _request_user(request: SipRequest) -> str | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 
+from bridges.sip.addressing import parse_via
+from bridges.sip.auth import AUTH_HEADERS, DigestClient
 from bridges.sip.message import SipMessage, SipRequest, SipResponse
 
 #: RFC 3261 §8.1.1.7: branches starting with this are globally unique.
@@ -101,3 +103,26 @@ def build_ack(invite: SipRequest, response: SipResponse) -> SipRequest:
     items += _copy(invite, "From") + _copy(response, "To") + _copy(invite, "Call-ID")
     items.append(("CSeq", f"{invite.cseq_number} ACK"))
     return SipRequest("ACK", invite.uri, items)
+
+
+def authorized_retry(
+    request: SipRequest, response: SipResponse, digest: DigestClient, branch: str
+) -> SipRequest | None:
+    """``request`` again with digest credentials for the 401/407 ``response``,
+    a new Via branch and CSeq + 1 (§22.2); None when the client gives up."""
+    challenge_header = AUTH_HEADERS[response.status][0]
+    answer = digest.respond(
+        response.status,
+        response.headers.getlines(challenge_header),
+        request.method,
+        request.uri,
+        request.body,
+    )
+    if answer is None:
+        return None
+    retry = SipRequest(request.method, request.uri, request.headers.copy(), request.body)
+    retry.replace_top_via(parse_via(str(request.top_via)).with_param("branch", branch))
+    retry.headers.set("CSeq", f"{request.cseq_number + 1} {request.method}")
+    retry.headers.remove(answer[0])
+    retry.headers.add(answer[0], answer[1])
+    return retry
