@@ -5,7 +5,8 @@ Figures:
   and answered (``build_response`` to bytes), in one process, per core.
 - ``options_transaction_rate``: OPTIONS through the full transaction layer
   (server transaction created, 200 sent, retransmission state kept).
-- ``calls_per_second`` steps: SIPp's built-in uac drives
+- ``calls_per_second`` steps: SIPp (the built-in uac flow, keeping the
+  route set so it also works through a proxy) drives
   INVITE -> 200 -> ACK -> 1 s -> BYE -> 200 against the daemon's echo
   service at each rate; a step passes with < 0.1 % failed calls and >= 95 %
   of the target rate achieved. INVITE -> 200 p50/p99 comes from SIPp's
@@ -187,6 +188,61 @@ def _sipp_uac(target: str, rate: int, duration: float, workdir: Path) -> dict[st
     }
 
 
+UAC_RR = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uac with route set">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: [service] <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: sip:sipp@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+  ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rtd="true" rrs="true"/>
+  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+  ]]></send>
+  <pause milliseconds="1000"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+  ]]></send>
+  <recv response="200" crlf="true"/>
+</scenario>
+"""
+
+
 KAMAILIO_CFG = """#!KAMAILIO
 debug=1
 log_stderror=yes
@@ -301,9 +357,10 @@ def bench_calls(rates: list[int], duration: float, with_peer: bool) -> None:
     peer: dict[int, dict[str, float]] = {}
     if with_peer and shutil.which("kamailio"):
         peer = _kamailio_steps(list(ours), duration, workdir)
+    peer = {r: res for r, res in peer.items() if _passes(res, r)}  # failed steps say nothing
     passing = [r for r, res in ours.items() if _passes(res, r)]
     best = max(passing) if passing else 0
-    peer_best = max((r for r, res in peer.items() if _passes(res, r)), default=None)
+    peer_best = max(peer, default=None)
     emit(
         "sip",
         "max_calls_per_second_passing",
@@ -361,7 +418,7 @@ def _kamailio_steps(
         stderr=subprocess.DEVNULL,
     )
     uas = subprocess.Popen(
-        ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(uas_port), "-nostdin", "-bg"],
+        ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(uas_port), "-nostdin"],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
