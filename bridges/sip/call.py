@@ -17,6 +17,7 @@ from bridges.sip.auth import DigestClient
 from bridges.sip.dialog import Dialog
 from bridges.sip.flow import Flow
 from bridges.sip.message import SipRequest, SipResponse
+from bridges.sip.session_timer import SessionTimer
 from bridges.sip.transaction import ClientTransaction, ServerTransaction
 
 if TYPE_CHECKING:
@@ -83,6 +84,15 @@ class SipCall:
         self.provisional: list[int] = []
         #: Answers 401/407 challenges on this call's requests (outgoing calls).
         self.digest: DigestClient | None = None
+        #: RFC 4028 agreement, and the timer handle the endpoint arms for it.
+        self.session_timer: SessionTimer | None = None
+        self.session_timer_handle: asyncio.TimerHandle | None = None
+        #: Headers our 2xx must carry (Session-Expires, Require: timer).
+        self.answer_headers: list[tuple[str, str]] = []
+        #: Our own re-INVITE is in progress (a peer's one meanwhile gets 491).
+        self.reinvite_pending = False
+        #: Highest RSeq we PRACKed (RFC 3262).
+        self.last_rseq = 0
         #: hangup() asked for a CANCEL before any provisional response came.
         self.cancel_wanted = False
 
@@ -97,6 +107,9 @@ class SipCall:
         if new is CallState.ESTABLISHED:
             self.answered.set()
         if new is CallState.ENDED:
+            if self.session_timer_handle is not None:
+                self.session_timer_handle.cancel()
+                self.session_timer_handle = None
             self.answered.set()
             self.ended.set()
             for callback in self.on_end:

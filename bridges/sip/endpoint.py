@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from bridges.sip import session_timer
 from bridges.sip.call import CallState, SipCall
 from bridges.sip.dialog import Dialog, DialogId, dialog_id_of_request
 from bridges.sip.flow import Flow
@@ -368,7 +369,13 @@ class SipEndpoint(UacRole):
         if handler is None:
             self._respond(tx, 404)
             return
+        decision = session_timer.negotiate_as_uas(request)
+        if decision.reject_status is not None:
+            self._respond(tx, decision.reject_status, headers=list(decision.headers))
+            return
         call = SipCall(self, outgoing=False, flow=flow)
+        call.session_timer = decision.timer
+        call.answer_headers = list(decision.headers)
         call.invite = request
         call.invite_tx = tx
         call.remote_sdp = request.sdp()
@@ -410,12 +417,43 @@ class SipEndpoint(UacRole):
             ("Contact", call.dialog.local_contact),
             ("Allow", ALLOW),
             ("Supported", ", ".join(SUPPORTED)),
+            *call.answer_headers,
             *headers,
         ]
         if sdp:
             all_headers.append(("Content-Type", "application/sdp"))
         self._respond(call.invite_tx, 200, headers=all_headers, body=sdp, to_tag=call.local_tag)
+        self.arm_session_timer(call)
         self._pump()
+
+    def arm_session_timer(self, call: SipCall) -> None:
+        """(Re)start the RFC 4028 clock of an established call."""
+        if call.session_timer_handle is not None:
+            call.session_timer_handle.cancel()
+            call.session_timer_handle = None
+        timer = call.session_timer
+        if timer is None or call.state is CallState.ENDED:
+            return
+        delay = timer.next_deadline(0.0)
+        call.session_timer_handle = asyncio.get_running_loop().call_later(
+            delay, lambda: self._spawn(self._session_timer_fired(call))
+        )
+
+    async def _session_timer_fired(self, call: SipCall) -> None:
+        call.session_timer_handle = None
+        timer = call.session_timer
+        if timer is None or call.state is not CallState.ESTABLISHED:
+            return
+        if not timer.we_refresh:
+            log.info("session timer expired: ending the call", call_id=call.call_id)
+            await call.hangup("session timer expired")
+            return
+        response = await call.reinvite(call.local_sdp or b"")
+        # RFC 4028 §10: no answer, 408 or 481 to a refresh means the session is gone.
+        if response is None or response.status in (408, 481):
+            await call.hangup("session refresh failed")
+            return
+        self.arm_session_timer(call)
 
     def provisional(self, call: SipCall, status: int) -> None:
         """A 1xx for an incoming INVITE."""
@@ -453,8 +491,13 @@ class SipEndpoint(UacRole):
             self._respond(tx, 200, to_tag=call.local_tag)
             call.finish("remote hangup")
         elif method in ("INVITE", "UPDATE"):
+            if method == "INVITE" and call.reinvite_pending:
+                self._respond(tx, 491, to_tag=call.local_tag)  # §14.2 glare
+                return
             call.dialog.update_target(request)
             self._spawn(self._answer_offer(call, request, tx))
+        elif method == "PRACK":
+            self._respond(tx, 200, to_tag=call.local_tag)
         elif method == "INFO":
             self._respond(tx, 200, to_tag=call.local_tag)
             if call.on_info is not None:
@@ -467,8 +510,22 @@ class SipEndpoint(UacRole):
     async def _answer_offer(
         self, call: SipCall, request: SipRequest, tx: ServerTransaction
     ) -> None:
+        """A re-INVITE or UPDATE: new media, hold/resume, or a session refresh."""
+        decision = session_timer.negotiate_as_uas(request)
+        if decision.reject_status is not None:
+            self._respond(
+                tx, decision.reject_status, to_tag=call.local_tag, headers=list(decision.headers)
+            )
+            self._pump()
+            return
         offer = request.sdp()
-        answer = call.local_sdp if call.on_offer is None else await call.on_offer(call, offer)
+        answer: bytes | None
+        if request.method == "UPDATE" and offer is None:
+            answer = b""  # a refresh without media change carries no SDP
+        elif call.on_offer is None:
+            answer = call.local_sdp
+        else:
+            answer = await call.on_offer(call, offer)
         if answer is None:
             self._respond(
                 tx,
@@ -476,21 +533,19 @@ class SipEndpoint(UacRole):
                 to_tag=call.local_tag,
                 headers=[("Warning", '399 gatewayd "offer not acceptable"')],
             )
-        else:
+            self._pump()
+            return
+        assert call.dialog is not None
+        headers = [("Contact", call.dialog.local_contact), *decision.headers]
+        if answer:
             if offer is not None:
                 call.remote_sdp = offer
             call.local_sdp = answer
-            assert call.dialog is not None
-            self._respond(
-                tx,
-                200,
-                to_tag=call.local_tag,
-                body=answer,
-                headers=[
-                    ("Contact", call.dialog.local_contact),
-                    ("Content-Type", "application/sdp"),
-                ],
-            )
+            headers.append(("Content-Type", "application/sdp"))
+        self._respond(tx, 200, to_tag=call.local_tag, body=answer, headers=headers)
+        if decision.timer is not None:
+            call.session_timer = decision.timer
+        self.arm_session_timer(call)
         self._pump()
 
 

@@ -12,6 +12,8 @@ import secrets
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
+from bridges.sip import session_timer
+from bridges.sip.addressing import parse_via
 from bridges.sip.auth import AUTH_HEADERS, DigestClient
 from bridges.sip.call import CallState, SipCall
 from bridges.sip.dialog import Dialog, DialogId, dialog_id_of_response
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from bridges.sip.endpoint import SipEndpoint
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
-SUPPORTED: tuple[str, ...] = ("replaces",)
+SUPPORTED: tuple[str, ...] = ("replaces", "timer", "100rel")
 
 
 class UacRole:
@@ -54,6 +56,9 @@ class UacRole:
         raise NotImplementedError
 
     def _spawn(self, coro: Awaitable[None]) -> None:
+        raise NotImplementedError
+
+    def arm_session_timer(self, call: SipCall) -> None:
         raise NotImplementedError
 
     async def invite(
@@ -91,6 +96,7 @@ class UacRole:
             headers=[
                 ("Allow", ALLOW),
                 ("Supported", ", ".join(SUPPORTED)),
+                *session_timer.request_headers(),
                 ("User-Agent", self.settings.sip.user_agent),
                 *(headers or []),
             ],
@@ -132,6 +138,8 @@ class UacRole:
         assert call.invite is not None
         if status < 200:
             call.provisional.append(status)
+            if status > 100 and "100rel" in [t.lower() for t in response.require]:
+                self._prack(call, response)
             if call.cancel_wanted:
                 self.cancel_call(call)
             if response.to_tag and call.state is CallState.CALLING:
@@ -147,6 +155,7 @@ class UacRole:
             call.on_end.append(self._forget_dialog)
             call.remote_sdp = response.sdp()
             call.final_status = status
+            call.session_timer = session_timer.negotiate_as_uac(response)
             self._ack_2xx(call, response)
             if call.state is CallState.ENDING:
                 # We cancelled but the 200 won the race: end it with BYE.
@@ -154,7 +163,16 @@ class UacRole:
                 self._spawn(call.hangup(call.end_reason or "cancelled"))
             elif call.state in (CallState.CALLING, CallState.EARLY):
                 call._set_state(CallState.ESTABLISHED)
+                self.arm_session_timer(call)
             return
+        if status == 422 and call.state is CallState.CALLING:
+            retry = self._retry_after_422(call.invite, response)
+            if retry is not None:
+                call.invite = retry
+                call.invite_tx = self.layer.send_request(
+                    retry, call.flow, self.clock.monotonic(), owner=call
+                )
+                return
         if status in AUTH_HEADERS and call.digest is not None and call.state is CallState.CALLING:
             retry = authorized_retry(call.invite, response, call.digest, self.ids.branch())
             if retry is not None:
@@ -217,7 +235,36 @@ class UacRole:
             body=body,
             content_type=content_type,
         )
-        return await self.send_request(request, call.flow, owner=call, digest=call.digest)
+        if method == "INVITE":
+            call.reinvite_pending = True
+        try:
+            response = await self.send_request(request, call.flow, owner=call, digest=call.digest)
+            if response is not None and response.status == 491 and method == "INVITE":
+                # §14.1 glare: wait 2.1-4 s if we own the Call-ID, else 0-2 s, and retry once.
+                low, high = (2.1, 4.0) if call.dialog.is_uac else (0.0, 2.0)
+                await asyncio.sleep(low + (high - low) * secrets.randbelow(1000) / 1000)
+                if call.state is not CallState.ESTABLISHED:
+                    return response
+                request = call.dialog.create_request(
+                    method,
+                    self.ids,
+                    transport=transport,
+                    host=host,
+                    port=port,
+                    body=body,
+                    content_type=content_type,
+                )
+                response = await self.send_request(
+                    request, call.flow, owner=call, digest=call.digest
+                )
+        finally:
+            call.reinvite_pending = False
+        if response is not None and method in ("INVITE", "UPDATE") and response.status < 300:
+            timer = session_timer.negotiate_as_uac(response)
+            if timer is not None:
+                call.session_timer = timer
+            self.arm_session_timer(call)
+        return response
 
     async def send_request(
         self,
@@ -257,3 +304,39 @@ class UacRole:
     def local_address(self, transport: str) -> tuple[str, int]:
         """Host and port we put in Via/Contact for ``transport``."""
         return self._local(transport)
+
+    def _retry_after_422(self, request: SipRequest, response: SipResponse) -> SipRequest | None:
+        """RFC 4028 §7.4: retry with the Min-SE the 422 asked for."""
+        current = int((request.headers.get("Session-Expires") or "0").split(";")[0] or 0)
+        wanted = session_timer.after_422(response, current)
+        if wanted is None:
+            return None
+        retry = SipRequest(request.method, request.uri, request.headers.copy(), request.body)
+        retry.replace_top_via(
+            parse_via(str(request.top_via)).with_param("branch", self.ids.branch())
+        )
+        retry.headers.set("CSeq", f"{request.cseq_number + 1} {request.method}")
+        retry.headers.set("Session-Expires", str(wanted))
+        retry.headers.set("Min-SE", str(wanted))
+        return retry
+
+    def _prack(self, call: SipCall, response: SipResponse) -> None:
+        """RFC 3262: acknowledge a reliable provisional response once."""
+        try:
+            rseq = int((response.headers.get("RSeq") or "").strip())
+        except ValueError:
+            return
+        if call.dialog is None or rseq <= call.last_rseq:
+            return
+        call.last_rseq = rseq
+        transport = call.flow.transport
+        host, port = self._local(transport)
+        prack = call.dialog.create_request(
+            "PRACK",
+            self.ids,
+            transport=transport,
+            host=host,
+            port=port,
+            headers=[("RAck", f"{rseq} {response.cseq_number} INVITE")],
+        )
+        self.layer.send_request(prack, call.flow, self.clock.monotonic())

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from bridges.sip.call import CallState
 from bridges.sip.echo import EchoMedia, EchoService
 from bridges.sip.endpoint import SipEndpoint
+from bridges.sip.session_timer import SessionTimer
 from gateway.calls import CallRegistry
 from gateway.settings import load_settings
 from tests.support.baresip import Baresip, dominant_frequency
@@ -139,8 +140,8 @@ async def test_cancel_before_answer(
 
 
 @pytest.fixture
-def daemon_for_drain(gatewayd: Callable[..., Daemon]) -> Iterator[Daemon]:
-    yield gatewayd({"drain_timeout": 1})
+def daemon_for_drain(gatewayd: Callable[..., Daemon]) -> Daemon:
+    return gatewayd({"drain_timeout": 1})
 
 
 def test_daemon_hangs_up_baresip_when_drain_time_is_up(
@@ -152,3 +153,43 @@ def test_daemon_hangs_up_baresip_when_drain_time_is_up(
     daemon_for_drain.stop(timeout=10)
     assert daemon_for_drain.proc.returncode == 0
     ua.wait_event("CALL_CLOSED", timeout=5)
+
+
+async def test_session_refresh_by_us_keeps_the_call(
+    endpoint: tuple[SipEndpoint, EchoService], baresip: Callable[..., Baresip]
+) -> None:
+    sip, _echo = endpoint
+    ua = baresip("frank", codecs=("PCMU",))
+    media = await EchoMedia("127.0.0.1").open()
+    try:
+        call = await sip.invite(ua.contact_uri, media.offer(), remote=("127.0.0.1", ua.sip_port))
+        assert await call.wait_answered(timeout=5)
+        # A short interval instead of RFC 4028's 90 s floor, so the test is quick.
+        call.session_timer = SessionTimer(2, we_refresh=True)
+        sip.arm_session_timer(call)
+        dialog = call.dialog
+        assert dialog is not None
+        await wait_for(lambda: dialog.local_seq >= 3, timeout=6)  # two refreshes went out
+        assert call.state is CallState.ESTABLISHED
+        assert call.session_timer_handle is not None  # and the next one is armed
+        await call.hangup("done")
+    finally:
+        media.close()
+
+
+async def test_session_expiry_without_refresh_ends_the_call(
+    endpoint: tuple[SipEndpoint, EchoService], baresip: Callable[..., Baresip]
+) -> None:
+    sip, _echo = endpoint
+    ua = baresip("grace", codecs=("PCMU",))
+    media = await EchoMedia("127.0.0.1").open()
+    try:
+        call = await sip.invite(ua.contact_uri, media.offer(), remote=("127.0.0.1", ua.sip_port))
+        assert await call.wait_answered(timeout=5)
+        call.session_timer = SessionTimer(3, we_refresh=False)  # the peer should refresh
+        sip.arm_session_timer(call)
+        await asyncio.wait_for(call.ended.wait(), 5)
+        assert call.end_reason == "session timer expired"
+        await in_thread(lambda: ua.wait_event("CALL_CLOSED", timeout=5))
+    finally:
+        media.close()

@@ -22,7 +22,14 @@ Start = Callable[..., Daemon]
 FAST_TIMERS = {"t1": 0.05, "t2": 0.5, "t4": 0.5}
 
 
-def probe(daemon: Daemon, method: str, user: str = "echo", *, timeout: float = 3.0) -> SipResponse:
+def probe(
+    daemon: Daemon,
+    method: str,
+    user: str = "echo",
+    *,
+    timeout: float = 3.0,
+    headers: list[tuple[str, str]] | None = None,
+) -> SipResponse:
     """Send one request over UDP from a fresh socket; return the final response."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -36,6 +43,7 @@ def probe(daemon: Daemon, method: str, user: str = "echo", *, timeout: float = 3
             call_id=f"probe-{port}@127.0.0.1",
             cseq=1,
             contact=f"<sip:probe@127.0.0.1:{port}>",
+            headers=headers or [],
         )
         sock.sendto(bytes(request), ("127.0.0.1", daemon.sip_port))
         sock.settimeout(timeout)
@@ -173,3 +181,17 @@ def test_drain_timeout_hangs_up_with_bye(gatewayd: Start) -> None:
         sipp.kill()
         sipp.wait(5)
     assert any(r.get("event") == "drain time is up: hanging up" for r in daemon.log_records())
+
+
+def test_session_interval_below_min_se_gets_422(gatewayd: Start) -> None:
+    daemon = gatewayd()
+    answer = probe(daemon, "INVITE", headers=[("Session-Expires", "30"), ("Supported", "timer")])
+    assert answer.status == 422
+    assert answer.headers.get("Min-SE") == "90"
+
+
+def test_unknown_required_extension_gets_420(gatewayd: Start) -> None:
+    daemon = gatewayd()
+    answer = probe(daemon, "INVITE", headers=[("Require", "foo-bar")])
+    assert answer.status == 420
+    assert answer.headers.get("Unsupported") == "foo-bar"
