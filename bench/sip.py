@@ -123,10 +123,12 @@ def _sipp_uac(target: str, rate: int, duration: float, workdir: Path) -> dict[st
     """Run SIPp's uac at ``rate`` for ``duration``; returns counts and response times."""
     calls = int(rate * duration)
     port = free_port(socket.SOCK_DGRAM)
+    scenario = workdir / "uac_rr.xml"
+    scenario.write_text(UAC_RR)
     cmd = [
         "sipp",
-        "-sn",
-        "uac",
+        "-sf",
+        str(scenario),
         target,
         "-s",
         "echo",
@@ -134,8 +136,6 @@ def _sipp_uac(target: str, rate: int, duration: float, workdir: Path) -> dict[st
         str(rate),
         "-m",
         str(calls),
-        "-d",
-        "1000",
         "-l",
         str(rate * 3),
         "-nostdin",
