@@ -72,11 +72,13 @@ class UacRole:
         headers: list[tuple[str, str]] | None = None,
         credentials: tuple[str, str] | None = None,
         routes: list[str] | None = None,
+        from_uri: str | None = None,
     ) -> SipCall:
         """Place a call; returns at once, ``call.wait_answered()`` waits for the answer.
 
         ``credentials`` (user, password) answer 401/407 challenges (digest);
-        ``routes`` is a preloaded route set (an outbound proxy, ``<sip:p;lr>``).
+        ``routes`` is a preloaded route set (an outbound proxy, ``<sip:p;lr>``);
+        ``from_uri`` our address of record at a trunk (default ``sip:from_user@us``).
         """
         assert self.transport is not None and self.settings is not None
         self.calls.admit()
@@ -87,7 +89,7 @@ class UacRole:
             "INVITE",
             uri,
             via=via_value(transport, host, port, self.ids.branch()),
-            from_value=f"<sip:{from_user}@{host}>;tag={call.local_tag}",
+            from_value=f"<{from_uri or f'sip:{from_user}@{host}'}>;tag={call.local_tag}",
             to_value=f"<{uri}>",
             call_id=self.ids.call_id(host),
             cseq=1,
