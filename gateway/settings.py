@@ -226,7 +226,9 @@ class SipSettings(Section):
     @model_validator(mode="after")
     def _tls_needs_certificates(self) -> SipSettings:
         if any(t in ("tls", "wss") for t in self.transports) and self.tls is None:
-            raise ValueError("transports tls/wss need a sip.tls section with cert_file and key_file")
+            raise ValueError(
+                "transports tls/wss need a sip.tls section with cert_file and key_file"
+            )
         return self
 
 
