@@ -287,7 +287,8 @@ class UacRole:
             try:
                 response = await future
             except asyncio.CancelledError:
-                return None
+                self._pending.pop(tx, None)
+                raise
             if response is None or response.status not in AUTH_HEADERS or digest is None:
                 return response
             retry = authorized_retry(request, response, digest, self.ids.branch())
