@@ -110,7 +110,7 @@ SIP_REJECTED = Counter(
 SIP_METHODS = frozenset(
     {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK",
      "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE"}
-)
+)  # fmt: skip
 
 
 def sip_method_label(method: str) -> str:
