@@ -120,9 +120,16 @@ def authorized_retry(
     )
     if answer is None:
         return None
+    retry = retry_of(request, branch)
+    retry.headers.remove(answer[0])
+    retry.headers.add(answer[0], answer[1])
+    return retry
+
+
+def retry_of(request: SipRequest, branch: str) -> SipRequest:
+    """A copy of ``request`` for a new client transaction: new Via branch,
+    CSeq + 1 (a retry after 401/407/422 is a new request, §8.1.3.5)."""
     retry = SipRequest(request.method, request.uri, request.headers.copy(), request.body)
     retry.replace_top_via(parse_via(str(request.top_via)).with_param("branch", branch))
     retry.headers.set("CSeq", f"{request.cseq_number + 1} {request.method}")
-    retry.headers.remove(answer[0])
-    retry.headers.add(answer[0], answer[1])
     return retry

@@ -10,16 +10,22 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from bridges.sip import session_timer
-from bridges.sip.addressing import parse_via
 from bridges.sip.auth import AUTH_HEADERS, DigestClient
 from bridges.sip.call import CallState, SipCall
 from bridges.sip.dialog import Dialog, DialogId, dialog_id_of_response
 from bridges.sip.flow import Flow
 from bridges.sip.message import SipRequest, SipResponse
-from bridges.sip.outgoing import IdSource, authorized_retry, build_cancel, build_request, via_value
+from bridges.sip.outgoing import (
+    IdSource,
+    authorized_retry,
+    build_cancel,
+    build_request,
+    retry_of,
+    via_value,
+)
 from bridges.sip.transaction import ClientTransaction, TransactionLayer
 from bridges.sip.transport import SipTransportLayer
 from gateway.calls import CallRegistry
@@ -190,19 +196,17 @@ class UacRole:
         if call.dialog is not None:
             self._dialogs.pop(call.dialog.id, None)
 
-    def _ack_2xx(self, call: SipCall, response: SipResponse) -> None:
+    def _in_dialog(self, call: SipCall, method: str, **kwargs: Any) -> SipRequest:
+        """A request in the call's dialog, from our address on the call's transport."""
         assert call.dialog is not None
         transport = call.flow.transport
         host, port = self._local(transport)
-        ack = call.dialog.create_request(
-            "ACK",
-            self.ids,
-            transport=transport,
-            host=host,
-            port=port,
-            cseq=response.cseq_number,
+        return call.dialog.create_request(
+            method, self.ids, transport=transport, host=host, port=port, **kwargs
         )
-        call.ack_bytes = bytes(ack)
+
+    def _ack_2xx(self, call: SipCall, response: SipResponse) -> None:
+        call.ack_bytes = bytes(self._in_dialog(call, "ACK", cseq=response.cseq_number))
         self.layer.send_stateless(call.ack_bytes, call.flow)
 
     def cancel_call(self, call: SipCall) -> None:
@@ -226,17 +230,7 @@ class UacRole:
     ) -> SipResponse | None:
         """Send a request in the call's dialog and wait for its final response."""
         assert call.dialog is not None
-        transport = call.flow.transport
-        host, port = self._local(transport)
-        request = call.dialog.create_request(
-            method,
-            self.ids,
-            transport=transport,
-            host=host,
-            port=port,
-            body=body,
-            content_type=content_type,
-        )
+        request = self._in_dialog(call, method, body=body, content_type=content_type)
         if method == "INVITE":
             call.reinvite_pending = True
         try:
@@ -247,15 +241,7 @@ class UacRole:
                 await asyncio.sleep(low + (high - low) * secrets.randbelow(1000) / 1000)
                 if call.state is not CallState.ESTABLISHED:
                     return response
-                request = call.dialog.create_request(
-                    method,
-                    self.ids,
-                    transport=transport,
-                    host=host,
-                    port=port,
-                    body=body,
-                    content_type=content_type,
-                )
+                request = self._in_dialog(call, method, body=body, content_type=content_type)
                 response = await self.send_request(
                     request, call.flow, owner=call, digest=call.digest
                 )
@@ -314,11 +300,7 @@ class UacRole:
         wanted = session_timer.after_422(response, current)
         if wanted is None:
             return None
-        retry = SipRequest(request.method, request.uri, request.headers.copy(), request.body)
-        retry.replace_top_via(
-            parse_via(str(request.top_via)).with_param("branch", self.ids.branch())
-        )
-        retry.headers.set("CSeq", f"{request.cseq_number + 1} {request.method}")
+        retry = retry_of(request, self.ids.branch())
         retry.headers.set("Session-Expires", str(wanted))
         retry.headers.set("Min-SE", str(wanted))
         return retry
@@ -332,14 +314,7 @@ class UacRole:
         if call.dialog is None or rseq <= call.last_rseq:
             return
         call.last_rseq = rseq
-        transport = call.flow.transport
-        host, port = self._local(transport)
-        prack = call.dialog.create_request(
-            "PRACK",
-            self.ids,
-            transport=transport,
-            host=host,
-            port=port,
-            headers=[("RAck", f"{rseq} {response.cseq_number} INVITE")],
+        prack = self._in_dialog(
+            call, "PRACK", headers=[("RAck", f"{rseq} {response.cseq_number} INVITE")]
         )
         self.layer.send_request(prack, call.flow, self.clock.monotonic())

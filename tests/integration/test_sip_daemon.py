@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -55,6 +56,30 @@ def probe(
                 return message
 
 
+@contextlib.contextmanager
+def long_call(daemon: Daemon, hold_ms: int) -> Iterator[None]:
+    """One SIPp call to the echo held for ``hold_ms``; yields once it is up."""
+    sipp = subprocess.Popen(
+        ["sipp", "-sn", "uac", f"127.0.0.1:{daemon.sip_port}", "-s", "echo", "-m", "1",
+         "-d", str(hold_ms), "-nostdin", "-i", "127.0.0.1",
+         "-p", str(free_port(socket.SOCK_DGRAM)), "-timeout", str(hold_ms // 1000 + 10)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and metric(daemon, "gatewayd_calls_active") < 1:
+            time.sleep(0.05)
+        assert metric(daemon, "gatewayd_calls_active") == 1
+        yield
+    finally:
+        sipp.terminate()
+        try:
+            sipp.wait(5)
+        except subprocess.TimeoutExpired:
+            sipp.kill()
+            sipp.wait(5)
+
+
 def metric(daemon: Daemon, name: str) -> float:
     for line in daemon.http("/metrics")[2].decode().splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -95,35 +120,7 @@ def test_sipp_burst_to_the_echo_leaves_nothing_behind(gatewayd: Start) -> None:
 
 def test_drain_refuses_new_calls_with_503_and_waits_for_the_live_one(gatewayd: Start) -> None:
     daemon = gatewayd({"drain_timeout": 20, "sip": {"retry_after": 42}})
-    sipp = subprocess.Popen(
-        [
-            "sipp",
-            "-sn",
-            "uac",
-            f"127.0.0.1:{daemon.sip_port}",
-            "-s",
-            "echo",
-            "-m",
-            "1",
-            "-d",
-            "4000",
-            "-nostdin",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(free_port(socket.SOCK_DGRAM)),
-            "-timeout",
-            "20",
-            "-bg",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and metric(daemon, "gatewayd_calls_active") < 1:
-            time.sleep(0.05)
-        assert metric(daemon, "gatewayd_calls_active") == 1
+    with long_call(daemon, hold_ms=4000):
         signalled = time.monotonic()
         daemon.signal(signal.SIGTERM)
         daemon.wait_notification("STOPPING=1", timeout=5)
@@ -135,8 +132,6 @@ def test_drain_refuses_new_calls_with_503_and_waits_for_the_live_one(gatewayd: S
         assert daemon.proc.wait(15) == 0
         elapsed = time.monotonic() - signalled
         assert 2.0 < elapsed < 10.0  # it waited for the call's BYE, not for drain_timeout
-    finally:
-        sipp.wait(10)
     records = daemon.log_records()
     assert any(
         r.get("event") == "sip call ended" and r.get("reason") == "remote hangup" for r in records
@@ -145,41 +140,11 @@ def test_drain_refuses_new_calls_with_503_and_waits_for_the_live_one(gatewayd: S
 
 def test_drain_timeout_hangs_up_with_bye(gatewayd: Start) -> None:
     daemon = gatewayd({"drain_timeout": 1, "sip": {"timers": FAST_TIMERS}})
-    sipp = subprocess.Popen(
-        [
-            "sipp",
-            "-sn",
-            "uac",
-            f"127.0.0.1:{daemon.sip_port}",
-            "-s",
-            "echo",
-            "-m",
-            "1",
-            "-d",
-            "20000",
-            "-nostdin",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(free_port(socket.SOCK_DGRAM)),
-            "-timeout",
-            "25",
-            "-bg",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and metric(daemon, "gatewayd_calls_active") < 1:
-            time.sleep(0.05)
+    with long_call(daemon, hold_ms=20000):
         signalled = time.monotonic()
         daemon.signal(signal.SIGTERM)
         assert daemon.proc.wait(10) == 0
         assert time.monotonic() - signalled < 5
-    finally:
-        sipp.kill()
-        sipp.wait(5)
     assert any(r.get("event") == "drain time is up: hanging up" for r in daemon.log_records())
 
 
