@@ -131,6 +131,8 @@ class SipLimits(Section):
     requests_per_second: Annotated[float, Field(ge=0, le=100_000)] = 50.0
     burst: Annotated[int, Field(ge=1, le=100_000)] = 100
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
+    #: Seconds a TCP/TLS connection may stay without a whole message before it is closed.
+    idle_timeout: Annotated[float, Field(gt=0, le=86400)] = 600.0
 
 
 class SipAccess(Section):
@@ -190,6 +192,7 @@ class SipSettings(Section):
     port: Port = 5060
     tls_port: Port = 5061
     ws_port: Port = 5066
+    wss_port: Port = 5067
     transports: list[SipTransportName] = Field(default_factory=lambda: list(_DEFAULT_TRANSPORTS))
     #: Host name or address put in Via/Contact when it differs from ``host`` (behind NAT).
     public_host: str | None = None

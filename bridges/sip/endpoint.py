@@ -29,6 +29,7 @@ from bridges.sip.outgoing import (
     IdSource,
 )
 from bridges.sip.ratelimit import PeerAccessList, SourceRateLimiter
+from bridges.sip.tls import TlsSetupError, server_context
 from bridges.sip.transaction import (
     AckTimeout,
     CancelReceived,
@@ -87,30 +88,42 @@ class SipEndpoint(UacRole):
     # --- Service -------------------------------------------------------------------------
     async def start(self, settings: Settings) -> None:
         """Open the configured listeners."""
+        from gateway.app import StartupError  # app imports wiring imports us
+
         self._apply(settings)
         sip = settings.sip
         limits = Limits(
             max_header_bytes=sip.limits.max_header_bytes,
             max_body_bytes=sip.limits.max_body_bytes,
             max_connections=sip.limits.max_connections,
+            idle_timeout=sip.limits.idle_timeout,
         )
         self.transport = SipTransportLayer(
             self._on_datagram, limits=limits, on_stream_error=self._on_stream_error
         )
+        ssl_context = None
+        if sip.tls is not None and any(t in ("tls", "wss") for t in sip.transports):
+            try:
+                ssl_context = server_context(sip.tls)
+            except TlsSetupError as exc:
+                raise StartupError(exc.message) from exc
         ports = {
             "udp": sip.port,
             "tcp": sip.port,
             "tls": sip.tls_port,
             "ws": sip.ws_port,
-            "wss": sip.ws_port,
+            "wss": sip.wss_port,
         }
         for name in sip.transports:
             try:
-                await self.transport.listen(name, sip.host, ports[name])
+                await self.transport.listen(
+                    name,
+                    sip.host,
+                    ports[name],
+                    ssl_context=ssl_context if name in ("tls", "wss") else None,
+                )
             except OSError as exc:
                 await self.transport.close()
-                from gateway.app import StartupError
-
                 raise StartupError(
                     f"sip: cannot listen on {name} {sip.host}:{ports[name]}: {exc.strerror}"
                 ) from exc
@@ -167,6 +180,7 @@ class SipEndpoint(UacRole):
             )
         except SipParseError as exc:
             self._answer_garbage(data, exc, flow)
+            self._pump()
             return
         now = self.clock.monotonic()
         if isinstance(message, SipResponse):

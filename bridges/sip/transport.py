@@ -56,9 +56,20 @@ class _Connection:
             max_header_bytes=layer.limits.max_header_bytes,
             max_body_bytes=layer.limits.max_body_bytes,
         )
+        self._idle: asyncio.TimerHandle | None = None
+
+    def _arm_idle(self) -> None:
+        """A peer that sends no whole message for ``idle_timeout`` loses its slot."""
+        if self._idle is not None:
+            self._idle.cancel()
+        if self.transport is not None:
+            self._idle = asyncio.get_running_loop().call_later(
+                self.layer.limits.idle_timeout, self.transport.close
+            )
 
     def attach(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        self._arm_idle()
         local = transport.get_extra_info("sockname")
         remote = transport.get_extra_info("peername")
         self.flow = Flow(self.name, (local[0], local[1]), (remote[0], remote[1]), self.conn_id)
@@ -75,6 +86,8 @@ class _Connection:
             self.layer.on_stream_error(exc, self.flow)
             self.transport.close()
             return
+        if frames:
+            self._arm_idle()  # only whole messages or pings count as activity
         for frame in frames:
             if frame is None:
                 self.transport.write(b"\r\n")  # RFC 5626 pong
@@ -86,6 +99,9 @@ class _Connection:
             self.transport.write(data)
 
     def lost(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         self.layer._connections.pop(self.conn_id, None)
         if self.flow is not None:
             key = (self.name, self.flow.remote)

@@ -288,16 +288,6 @@ def test_corpus_over_tcp(gatewayd: Start) -> None:
     assert_still_healthy(daemon)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason=(
-        "bridges/sip/endpoint.py SipEndpoint._on_datagram(): on SipParseError it calls "
-        "_answer_garbage() and returns without self._pump(), so the 400/505 waits in the "
-        "transaction layer's queue until another message or a timer pumps it (on an idle "
-        "node: forever). Fix: call self._pump() after self._answer_garbage(data, exc, flow)."
-    ),
-)
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_unparsable_request_is_answered_at_once(gatewayd: Start, transport: str) -> None:
     daemon = gatewayd()  # nothing else in flight: no later message or timer flushes the queue
@@ -429,16 +419,6 @@ def test_scanners_cannot_tell_users_apart(gatewayd: Start, method: str, status: 
     assert headers["100"] == headers["nobody"] == headers["admin"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason=(
-        "transport.Limits.idle_timeout is never enforced and sip.limits has no idle_timeout: "
-        "connections that send half a message (slowloris) hold a max_connections slot "
-        "forever. Fix: SipLimits.idle_timeout (gateway/settings.py), passed into Limits by "
-        "SipEndpoint.start(), and _Connection closing after that long without a whole message."
-    ),
-)
 def test_silent_half_messages_do_not_hold_connections_forever(gatewayd: Start) -> None:
     daemon = gatewayd({"sip": {"limits": {"max_connections": 2, "idle_timeout": 1}}})
     with sync_stream(daemon.sip_port) as first, sync_stream(daemon.sip_port) as second:

@@ -38,7 +38,7 @@ from bridges.sip.tls import (
     server_context,
     server_hostname,
 )
-from gateway.settings import SipSettings, SipTls
+from gateway.settings import SipTls
 from tests.support.daemon import Daemon
 from tests.support.net import free_port
 from tests.support.sip_client import (
@@ -66,26 +66,6 @@ pytestmark = pytest.mark.integration
 Start = Callable[..., Daemon]
 FAST_TIMERS = {"t1": 0.05, "t2": 0.5, "t4": 0.5}
 SERVER_NAME = "gw.test"
-
-XFAIL_NO_SSL_CONTEXT = pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason=(
-        "bridges/sip/endpoint.py SipEndpoint.start() calls transport.listen() for tls/wss "
-        "without ssl_context: listen('tls') raises ValueError and the daemon exits "
-        "(and a wss-only listener would serve plain ws). Fix: pass "
-        "bridges.sip.tls.server_context(settings.sip.tls) for tls and wss."
-    ),
-)
-XFAIL_NO_WSS_PORT = pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason=(
-        "gateway/settings.py has no sip.wss_port: ws and wss both bind sip.ws_port, so a "
-        "node cannot offer both. Fix: SipSettings.wss_port (default 5067, distinct from "
-        "ws_port) and ports['wss'] = sip.wss_port in SipEndpoint.start()."
-    ),
-)
 
 
 # --- plain transports: UDP, TCP, WS on IPv4; UDP and TCP on IPv6 ------------------------------
@@ -184,14 +164,12 @@ def start_tls_node(gatewayd: Start, pki: Path) -> TlsNode:
     ca = ThrowawayCa(pki)
     server = ca.issue("gw", dns_names=[SERVER_NAME], ip_addresses=["127.0.0.1", "::1"])
     tls_port, wss_port = free_port(), free_port()
-    # Until sip.wss_port exists, wss listens on sip.ws_port (see XFAIL_NO_WSS_PORT).
-    wss_key = "wss_port" if "wss_port" in SipSettings.model_fields else "ws_port"
     daemon = gatewayd(
         {
             "sip": {
                 "transports": ["udp", "tls", "wss"],
                 "tls_port": tls_port,
-                wss_key: wss_port,
+                "wss_port": wss_port,
                 "timers": FAST_TIMERS,
                 "tls": {
                     "cert_file": str(server.cert_file),
@@ -238,7 +216,6 @@ async def handshake(
                 await writer.wait_closed()
 
 
-@XFAIL_NO_SSL_CONTEXT
 async def test_tls_options_and_echo_call_with_sni(gatewayd: Start, tmp_path: Path) -> None:
     node = start_tls_node(gatewayd, tmp_path)
     context = node.ca.client_context()
@@ -260,7 +237,6 @@ async def test_tls_options_and_echo_call_with_sni(gatewayd: Start, tmp_path: Pat
     assert error_records(node.daemon) == []
 
 
-@XFAIL_NO_SSL_CONTEXT
 async def test_tls_handshake_needs_the_right_ca_and_name(gatewayd: Start, tmp_path: Path) -> None:
     node = start_tls_node(gatewayd, tmp_path / "pki")
     stranger = ThrowawayCa(tmp_path / "other", name="someone else's CA")
@@ -282,7 +258,6 @@ async def test_tls_handshake_needs_the_right_ca_and_name(gatewayd: Start, tmp_pa
     assert error_records(node.daemon) == []
 
 
-@XFAIL_NO_SSL_CONTEXT
 async def test_wss_options_and_echo_call(gatewayd: Start, tmp_path: Path) -> None:
     node = start_tls_node(gatewayd, tmp_path)
     context = node.ca.client_context()
@@ -303,7 +278,6 @@ async def test_wss_options_and_echo_call(gatewayd: Start, tmp_path: Path) -> Non
     assert error_records(node.daemon) == []
 
 
-@XFAIL_NO_WSS_PORT
 async def test_ws_and_wss_side_by_side(gatewayd: Start, tmp_path: Path) -> None:
     ca = ThrowawayCa(tmp_path)
     server = ca.issue("gw", dns_names=[SERVER_NAME], ip_addresses=["127.0.0.1"])
