@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
-from bridges.sip.addressing import parse_address
+from bridges.sip.addressing import parse_address, parse_uri
 from bridges.sip.flow import Flow
 from bridges.sip.message import SipRequest, SipResponse
 from bridges.sip.outgoing import IdSource
@@ -56,8 +56,10 @@ class SipClientEndpoint(Protocol):
         """Send in a new client transaction; the final response or None on timeout."""
         ...
 
-    async def flow_to(self, transport: str, remote: tuple[str, int]) -> Flow:
-        """A flow to ``remote`` on ``transport``."""
+    async def flow_to(
+        self, transport: str, remote: tuple[str, int], *, server_name: str | None = None
+    ) -> Flow:
+        """A flow to ``remote`` on ``transport`` (TLS: ``server_name`` is verified and sent)."""
         ...
 
     def local_address(self, transport: str) -> tuple[str, int]:
@@ -77,6 +79,8 @@ class _Trunk:
         self.trunk = trunk
         self.local = local
         self.uri = registrar_uri(trunk)
+        # The SIP domain is the name a TLS registrar's certificate must carry (RFC 5922).
+        self.domain = parse_uri(self.uri).host.strip("[]")
         self.client: RegistrationClient | None = None
         if trunk.registration:
             self.client = RegistrationClient(
@@ -203,7 +207,9 @@ class _Trunk:
         target = targets[self._target % len(targets)]
         response: SipResponse | None = None
         try:
-            flow = await self.manager.endpoint.flow_to(target.transport, target.address)
+            flow = await self.manager.endpoint.flow_to(
+                target.transport, target.address, server_name=self.domain
+            )
         except OSError as exc:
             log.warning("trunk connection failed", trunk=self.trunk.name, error=str(exc))
         else:
@@ -314,12 +320,6 @@ class TrunkManager:
 
     def _start_one(self, trunk: SipTrunk) -> None:
         transport = trunk_transport(trunk)
-        if transport == "tls":
-            # SipEndpoint.flow_to takes no SSL context yet, so "tls" would be
-            # plain TCP with the digest exchange in the clear: refuse loudly.
-            log.error("trunk over TLS is not supported yet", trunk=trunk.name)
-            self._refuse(trunk.name)
-            return
         host, port = self.endpoint.local_address(transport)
         if port == 0:
             log.error("trunk needs a SIP listener", trunk=trunk.name, transport=transport)

@@ -26,6 +26,7 @@ from bridges.sip.outgoing import (
     retry_of,
     via_value,
 )
+from bridges.sip.tls import client_context
 from bridges.sip.transaction import ClientTransaction, TransactionLayer
 from bridges.sip.transport import SipTransportLayer
 from gateway.calls import CallRegistry
@@ -285,10 +286,17 @@ class UacRole:
                 owner.dialog.local_seq = retry.cseq_number
         return None
 
-    async def flow_to(self, transport: str, remote: tuple[str, int]) -> Flow:
-        """A flow to ``remote`` (UDP from our listener, or a reused/new connection)."""
-        assert self.transport is not None
-        return await self.transport.connect(transport, remote)
+    async def flow_to(
+        self, transport: str, remote: tuple[str, int], *, server_name: str | None = None
+    ) -> Flow:
+        """A flow to ``remote`` (UDP from our listener, or a reused/new connection).
+        TLS verifies the peer against ``sip.tls`` (CA, verify_peer) and sends
+        ``server_name`` (the SIP domain, RFC 5922) as SNI."""
+        assert self.transport is not None and self.settings is not None
+        ssl_context = client_context(self.settings.sip.tls) if transport == "tls" else None
+        return await self.transport.connect(
+            transport, remote, ssl_context=ssl_context, server_hostname=server_name
+        )
 
     def local_address(self, transport: str) -> tuple[str, int]:
         """Host and port we put in Via/Contact for ``transport``."""
