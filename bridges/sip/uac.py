@@ -147,13 +147,13 @@ class UacRole:
         assert call.invite is not None
         if status < 200:
             call.provisional.append(status)
-            if status > 100 and "100rel" in [t.lower() for t in response.require]:
-                self._prack(call, response)
-            if call.cancel_wanted:
-                self.cancel_call(call)
             if response.to_tag and call.state is CallState.CALLING:
                 call.dialog = Dialog.as_uac(call.invite, response)
                 call._set_state(CallState.EARLY)
+            if status > 100 and "100rel" in [t.lower() for t in response.require]:
+                self._prack(call, response)  # in the early dialog made just above
+            if call.cancel_wanted:
+                self.cancel_call(call)
             return
         if status < 300:
             if call.dialog is None or call.dialog.remote_tag != response.to_tag:
@@ -207,8 +207,33 @@ class UacRole:
         )
 
     def _ack_2xx(self, call: SipCall, response: SipResponse) -> None:
+        invite = call.invite
+        late_offer = (
+            invite is not None
+            and not invite.body
+            and response.cseq_number == invite.cseq_number
+            and response.sdp() is not None
+        )
+        if late_offer and call.ack_bytes is None:
+            # We sent no offer: the 2xx carries it and our ACK must carry the answer.
+            self._spawn(self._ack_with_answer(call, response))
+            return
         call.ack_bytes = bytes(self._in_dialog(call, "ACK", cseq=response.cseq_number))
         self.layer.send_stateless(call.ack_bytes, call.flow)
+
+    async def _ack_with_answer(self, call: SipCall, response: SipResponse) -> None:
+        offer = response.sdp()
+        answer = await call.on_offer(call, offer) if call.on_offer is not None else None
+        call.local_sdp = answer
+        ack = self._in_dialog(
+            call, "ACK", cseq=response.cseq_number, body=answer or b"",
+            content_type="application/sdp" if answer else None,
+        )  # fmt: skip
+        call.ack_bytes = bytes(ack)
+        self.layer.send_stateless(call.ack_bytes, call.flow)
+        self._pump()
+        if answer is None:
+            await call.hangup("late offer not acceptable")
 
     def cancel_call(self, call: SipCall) -> None:
         """CANCEL a pending outgoing INVITE (§9.1); before any provisional
@@ -238,10 +263,13 @@ class UacRole:
             response = await self.send_request(request, call.flow, owner=call, digest=call.digest)
             if response is not None and response.status == 491 and method == "INVITE":
                 # §14.1 glare: wait 2.1-4 s if we own the Call-ID, else 0-2 s, and retry once.
+                # Meanwhile the peer's re-INVITE must be accepted, not 491'd again.
                 low, high = (2.1, 4.0) if call.dialog.is_uac else (0.0, 2.0)
+                call.reinvite_pending = False
                 await asyncio.sleep(low + (high - low) * secrets.randbelow(1000) / 1000)
                 if call.state is not CallState.ESTABLISHED:
                     return response
+                call.reinvite_pending = True
                 request = self._in_dialog(call, method, body=body, content_type=content_type)
                 response = await self.send_request(
                     request, call.flow, owner=call, digest=call.digest
