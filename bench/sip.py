@@ -35,6 +35,7 @@ from bridges.sip.message import SipRequest, build_response, parse_message, valid
 from bridges.sip.transaction import RequestReceived, TransactionLayer
 from tests.support.daemon import start_daemon
 from tests.support.net import free_port
+from tests.support.sipp import UAC_RR_SCENARIO, UAS_RR_SCENARIO
 
 INVITE = (
     "INVITE sip:echo@127.0.0.1:5060 SIP/2.0\r\n"
@@ -123,13 +124,13 @@ def _sipp_uac(target: str, rate: int, duration: float, workdir: Path) -> dict[st
     """Run SIPp's uac at ``rate`` for ``duration``; returns counts and response times."""
     calls = int(rate * duration)
     port = free_port(socket.SOCK_DGRAM)
-    scenario = workdir / "uac_rr.xml"
-    scenario.write_text(UAC_RR)
     cmd = [
         "sipp",
         "-sf",
-        str(scenario),
+        str(UAC_RR_SCENARIO),
         target,
+        "-d",
+        "1000",
         "-s",
         "echo",
         "-r",
@@ -188,61 +189,6 @@ def _sipp_uac(target: str, rate: int, duration: float, workdir: Path) -> dict[st
     }
 
 
-UAC_RR = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uac with route set">
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: [service] <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: sip:sipp@[local_ip]:[local_port]
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-  ]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rtd="true" rrs="true"/>
-  <send><![CDATA[
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-[routes]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-  ]]></send>
-  <pause milliseconds="1000"/>
-  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-[routes]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-  ]]></send>
-  <recv response="200" crlf="true"/>
-</scenario>
-"""
-
-
 KAMAILIO_CFG = """#!KAMAILIO
 debug=1
 log_stderror=yes
@@ -281,44 +227,6 @@ request_route {{
     if (!t_relay()) {{ sl_reply_error(); }}
     exit;
 }}
-"""
-
-UAS_RR = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uas with record-route">
-  <recv request="INVITE" crlf="true"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-[last_Record-Route:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-  ]]></send>
-  <recv request="ACK" optional="true" rtd="true" crlf="true"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-  ]]></send>
-</scenario>
 """
 
 
@@ -398,8 +306,6 @@ def _kamailio_steps(
     port, uas_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
     cfg = workdir / "kamailio.cfg"
     cfg.write_text(KAMAILIO_CFG.format(port=port, uas_port=uas_port))
-    scenario = workdir / "uas_rr.xml"
-    scenario.write_text(UAS_RR)
     kam = subprocess.Popen(
         [
             "kamailio",
@@ -418,7 +324,7 @@ def _kamailio_steps(
         stderr=subprocess.DEVNULL,
     )
     uas = subprocess.Popen(
-        ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(uas_port), "-nostdin"],
+        ["sipp", "-sf", str(UAS_RR_SCENARIO), "-i", "127.0.0.1", "-p", str(uas_port), "-nostdin"],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
