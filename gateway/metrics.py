@@ -107,6 +107,42 @@ SIP_REJECTED = Counter(
     registry=REGISTRY,
 )
 
+# --- media -----------------------------------------------------------------------
+MEDIA_TRANSCODES_ACTIVE = Gauge(
+    "gatewayd_media_transcodes_active",
+    "Media streams being transcoded (decode + encode), by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+MEDIA_PASSTHROUGH_ACTIVE = Gauge(
+    "gatewayd_media_passthrough_active",
+    "Media streams forwarded without decoding, by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+MEDIA_QUEUE_DROPS = Counter(
+    "gatewayd_media_queue_drops_total",
+    "Frames or packets dropped because a bounded media queue was full",
+    registry=REGISTRY,
+)
+RTP_PACKETS = Counter(
+    "gatewayd_rtp_packets_total",
+    "RTP packets, by direction (in, out)",
+    ["direction"],
+    registry=REGISTRY,
+)
+RTP_LOST = Counter(
+    "gatewayd_rtp_lost_packets_total",
+    "RTP packets found missing by the receivers' loss statistics (RFC 3550 A.3)",
+    registry=REGISTRY,
+)
+DTMF_EVENTS = Counter(
+    "gatewayd_dtmf_events_total",
+    "DTMF digits received, by how they came (rfc4733, info, inband)",
+    ["method"],
+    registry=REGISTRY,
+)
+
 SIP_METHODS = frozenset(
     {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK",
      "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE"}
@@ -122,6 +158,11 @@ for _result in ("ok", "error"):
     CONFIG_RELOADS.labels(result=_result)
 for _reason in ("draining", "capacity"):
     CALLS_REJECTED.labels(reason=_reason)
+for _kind in ("audio", "video"):
+    MEDIA_TRANSCODES_ACTIVE.labels(kind=_kind)
+    MEDIA_PASSTHROUGH_ACTIVE.labels(kind=_kind)
+for _direction in ("in", "out"):
+    RTP_PACKETS.labels(direction=_direction)
 
 
 def set_build_info() -> None:
