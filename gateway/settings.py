@@ -131,6 +131,8 @@ class SipLimits(Section):
     requests_per_second: Annotated[float, Field(ge=0, le=100_000)] = 50.0
     burst: Annotated[int, Field(ge=1, le=100_000)] = 100
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
+    #: SO_RCVBUF of the UDP listener in bytes; the kernel caps it at net.core.rmem_max.
+    udp_receive_buffer: Annotated[int, Field(ge=0, le=256 * 1024 * 1024)] = 4 * 1024 * 1024
     #: Seconds a TCP/TLS connection may stay without a whole message before it is closed.
     idle_timeout: Annotated[float, Field(gt=0, le=86400)] = 600.0
 

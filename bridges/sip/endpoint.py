@@ -97,6 +97,7 @@ class SipEndpoint(UacRole):
             max_body_bytes=sip.limits.max_body_bytes,
             max_connections=sip.limits.max_connections,
             idle_timeout=sip.limits.idle_timeout,
+            udp_receive_buffer=sip.limits.udp_receive_buffer,
         )
         self.transport = SipTransportLayer(
             self._on_datagram, limits=limits, on_stream_error=self._on_stream_error

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 from aiohttp import WSMsgType, web
 
@@ -36,6 +36,8 @@ class Limits:
     max_header_bytes: int = 16 * 1024
     max_body_bytes: int = 64 * 1024
     max_datagram: int = 65535
+    #: SO_RCVBUF for UDP listeners in bytes (0: the kernel default).
+    udp_receive_buffer: int = 0
     max_connections: int = 4096
     idle_timeout: float = 600.0
 
@@ -127,27 +129,59 @@ class _StreamProtocol(asyncio.Protocol):
         self.conn.lost()
 
 
-class _DatagramProtocol(asyncio.DatagramProtocol):
-    def __init__(self, layer: SipTransportLayer, local: tuple[str, int]) -> None:
+class _UdpSocket:
+    """A SIP UDP listener that drains its socket in batches.
+
+    asyncio's datagram transport reads one datagram per event-loop turn; under
+    a burst the kernel buffer overflows while the loop is busy (seen as
+    RcvbufErrors and SIP retransmissions at ~400 calls/s). Reading until the
+    socket is empty (bounded per turn) keeps up with far fewer loop turns.
+    """
+
+    BATCH = 64
+
+    def __init__(self, layer: SipTransportLayer, sock: socket.socket) -> None:
         self.layer = layer
-        self.local = local
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        name = sock.getsockname()
+        self.local = (str(name[0]), int(name[1]))
+        self.closed = False
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector loop's datagram transport is not a DatagramTransport subclass.
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def _readable(self) -> None:
+        for _ in range(self.BATCH):
+            try:
+                data, addr = self.sock.recvfrom(self.layer.limits.max_datagram)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # ICMP port unreachable and friends: the transaction layer times out.
+                log.debug("udp error", error=str(exc))
+                return
+            if data in (b"\r\n\r\n", b"\r\n"):
+                if data == b"\r\n\r\n":
+                    self.sendto(b"\r\n", addr)  # keep-alive answered
+                continue
+            remote = (str(addr[0]), int(addr[1]))
+            self.layer.on_message(data, Flow("udp", self.local, remote))
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        remote = (str(addr[0]), int(addr[1]))
-        if data in (b"\r\n\r\n", b"\r\n"):
-            if data == b"\r\n\r\n" and self.transport is not None:
-                self.transport.sendto(b"\r\n", addr)  # keep-alive answered
-            return
-        self.layer.on_message(data, Flow("udp", self.local, remote))
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Send one datagram; a full send buffer drops it (SIP retransmits)."""
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            log.debug("udp send buffer full: datagram dropped")
+            return False
+        except OSError as exc:
+            log.debug("udp send failed", error=str(exc))
+            return False
+        return True
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and friends: the transaction layer times out.
-        log.debug("udp error", error=str(exc))
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class SipTransportLayer:
@@ -163,7 +197,7 @@ class SipTransportLayer:
         self.on_message = on_message
         self.on_stream_error = on_stream_error or (lambda _e, _f: None)
         self.limits = limits or Limits()
-        self._udp: dict[tuple[str, int], _DatagramProtocol] = {}
+        self._udp: dict[tuple[str, int], _UdpSocket] = {}
         self._servers: list[asyncio.Server] = []
         self._ws_runners: list[web.AppRunner] = []
         self._connections: dict[int, _Connection] = {}
@@ -179,13 +213,23 @@ class SipTransportLayer:
         """Open a listener; returns the bound (host, port)."""
         loop = asyncio.get_running_loop()
         if transport == "udp":
-            dgram, proto = await loop.create_datagram_endpoint(
-                lambda: _DatagramProtocol(self, (host, port)), local_addr=(host, port)
-            )
-            sock = dgram.get_extra_info("sockname")
-            proto.local = (sock[0], sock[1])
-            self._udp[proto.local] = proto
-            bound = proto.local
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            family, _type, _proto, _name, address = infos[0]
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                if self.limits.udp_receive_buffer:
+                    # Capped by net.core.rmem_max; see sip.limits.udp_receive_buffer.
+                    sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_RCVBUF, self.limits.udp_receive_buffer
+                    )
+                sock.bind(address)
+            except OSError:
+                sock.close()
+                raise
+            udp = _UdpSocket(self, sock)
+            self._udp[udp.local] = udp
+            bound = udp.local
         elif transport in ("tcp", "tls"):
             if transport == "tls" and ssl_context is None:
                 raise ValueError("TLS needs an SSL context")
@@ -250,11 +294,10 @@ class SipTransportLayer:
     def send(self, data: bytes, flow: Flow) -> bool:
         """Send on an existing flow (the connection a request came in on, or UDP)."""
         if flow.transport == "udp":
-            proto = self._udp.get(flow.local) or next(iter(self._udp.values()), None)
-            if proto is None or proto.transport is None:
+            udp = self._udp.get(flow.local) or next(iter(self._udp.values()), None)
+            if udp is None or udp.closed:
                 return False
-            proto.transport.sendto(data, flow.remote)
-            return True
+            return udp.sendto(data, flow.remote)
         if flow.transport in ("ws", "wss"):
             entry = self._ws.get(flow.conn_id)
             if entry is None:
@@ -310,9 +353,8 @@ class SipTransportLayer:
 
     async def close(self) -> None:
         """Close every socket."""
-        for proto in self._udp.values():
-            if proto.transport is not None:
-                proto.transport.close()
+        for udp in self._udp.values():
+            udp.close()
         self._udp.clear()
         for server in self._servers:
             server.close()
