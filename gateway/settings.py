@@ -237,6 +237,40 @@ class SipSettings(Section):
         return self
 
 
+class MediaSettings(Section):
+    """RTP media of SIP legs (browser legs use ICE, configured with the web side)."""
+
+    #: Address written into SDP c= lines and bound for RTP (IPv4 or IPv6).
+    address: str = "127.0.0.1"
+    #: Optional IPv6 address for peers whose SDP is IP6.
+    address6: str | None = None
+    rtp_port_min: Port = 20000
+    rtp_port_max: Port = 29999
+    #: SO_RCVBUF / SO_SNDBUF of RTP sockets, bytes.
+    socket_buffer_bytes: Annotated[int, Field(ge=16 * 1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    #: A SIP leg that sends no RTP for this long is hung up (0: never).
+    rtp_timeout: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    #: SDES-SRTP on SIP legs: require (RTP/SAVP only), offer (prefer SRTP), off.
+    srtp: Literal["require", "offer", "off"] = "offer"
+    #: Threads for decoding/encoding (0: one per CPU core).
+    codec_threads: Annotated[int, Field(ge=0, le=256)] = 0
+
+    _address = field_validator("address")(_check_host)
+
+    @model_validator(mode="after")
+    def _port_range(self) -> MediaSettings:
+        if self.rtp_port_max - self.rtp_port_min < 2:
+            raise ValueError("rtp_port_max must be at least rtp_port_min + 2")
+        for name in ("address", "address6"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    ipaddress.ip_address(value)
+                except ValueError:
+                    raise ValueError(f"{name} must be an IP address, not a name") from None
+        return self
+
+
 class SystemdSettings(Section):
     """Integration with systemd's notify protocol (used only under systemd)."""
 
@@ -259,6 +293,7 @@ class Settings(Section):
     log: LogSettings = LogSettings()
     web: WebSettings = WebSettings()
     sip: SipSettings = SipSettings()
+    media: MediaSettings = MediaSettings()
     systemd: SystemdSettings = SystemdSettings()
 
     @model_validator(mode="after")
