@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = {
     "startup": "bench.startup",
     "sip": "bench.sip",
+    "rtp": "bench.rtp",
 }
 
 
