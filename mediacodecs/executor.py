@@ -1,0 +1,164 @@
+"""The bounded executor that runs codec work off the event loop.
+
+One per process, sized to the cores this process may use. PyAV releases
+the GIL inside libavcodec/libswscale/libswresample and ctypes releases it
+around libopus, so codec work on two threads does run on two cores (``bench
+media_codecs`` measures 1 against 2 workers).
+
+Overload degrades quality, never latency or memory: at most ``max_queued``
+jobs wait; a new job beyond that evicts the oldest waiting one (counted in
+``gatewayd_media_queue_drops_total``), whose future fails with
+``JobDropped`` and whose ``on_drop`` runs so its stream can treat the lost
+work as a lost packet (conceal, ask for a keyframe).
+
+Jobs with the same ``key`` (one per stream) run one at a time and in
+submission order: a codec context is stateful and not thread-safe, and
+frames must come out in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from gateway.errors import Unavailable
+from gateway.log import get_logger
+from gateway.metrics import MEDIA_QUEUE_DROPS
+
+T = TypeVar("T")
+
+_log = get_logger("mediacodecs.executor")
+_LOG_EVERY = 1000  # drops: a full queue drops thousands a minute, the log says so once a while
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+class JobDropped(Unavailable):
+    """A queued media job was evicted because the media queue was full."""
+
+
+@dataclass(eq=False)
+class _Job(Generic[T]):
+    fn: Callable[[], T]
+    key: Hashable | None
+    on_drop: Callable[[], None] | None
+    future: Future[T] = field(default_factory=Future)
+
+
+class MediaExecutor:
+    """A thread pool with a bounded, drop-oldest queue and per-key ordering."""
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        max_queued: int | None = None,
+        name: str = "media",
+    ) -> None:
+        self.workers = workers or usable_cores()
+        # A few jobs per worker: enough to ride out a burst (a keyframe),
+        # too few to build seconds of latency.
+        self.max_queued = max_queued or 4 * self.workers
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._pending: deque[_Job[Any]] = deque()
+        self._busy_keys: set[Hashable] = set()
+        self._running = 0
+        self._closed = False
+        self.dropped = 0
+        self.completed = 0
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a worker."""
+        return len(self._pending)
+
+    def submit(
+        self,
+        fn: Callable[[], T],
+        *,
+        key: Hashable | None = None,
+        on_drop: Callable[[], None] | None = None,
+    ) -> Future[T]:
+        """Queue ``fn``; jobs of one ``key`` run in order, one at a time."""
+        job: _Job[T] = _Job(fn, key, on_drop)
+        evicted: _Job[Any] | None = None
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the media executor is shut down")
+            if len(self._pending) >= self.max_queued:
+                evicted = self._pending.popleft()
+                self.dropped += 1
+            self._pending.append(job)
+            self._dispatch_locked()
+        if evicted is not None:
+            self._drop(evicted)
+        return job.future
+
+    async def run(self, fn: Callable[[], T], *, key: Hashable | None = None) -> T:
+        """``submit`` for coroutines: the result, or JobDropped."""
+        return await asyncio.wrap_future(self.submit(fn, key=key))
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Stop: waiting jobs are dropped, running ones finish (``wait``: joined)."""
+        with self._lock:
+            self._closed = True
+            waiting = list(self._pending)
+            self._pending.clear()
+        for job in waiting:
+            job.future.cancel()
+        self._pool.shutdown(wait=wait)
+
+    def __enter__(self) -> MediaExecutor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.shutdown()
+
+    def _drop(self, job: _Job[Any]) -> None:
+        MEDIA_QUEUE_DROPS.inc()
+        if self.dropped % _LOG_EVERY == 1:
+            _log.warning("media queue full, dropping oldest jobs", dropped=self.dropped)
+        job.future.set_exception(JobDropped("media queue full"))
+        if job.on_drop is not None:
+            job.on_drop()
+
+    def _dispatch_locked(self) -> None:
+        if self._closed:
+            return
+        while self._running < self.workers and self._pending:
+            job = next((j for j in self._pending if j.key not in self._busy_keys), None)
+            if job is None:
+                return  # everything waiting belongs to streams already running
+            self._pending.remove(job)
+            if job.key is not None:
+                self._busy_keys.add(job.key)
+            self._running += 1
+            self._pool.submit(self._run, job)
+
+    def _run(self, job: _Job[Any]) -> None:
+        try:
+            if job.future.set_running_or_notify_cancel():
+                try:
+                    job.future.set_result(job.fn())
+                except BaseException as error:  # handed to the future's owner
+                    _log.error("media job failed", error=repr(error))
+                    job.future.set_exception(error)
+        finally:
+            with self._lock:
+                self._running -= 1
+                self.completed += 1
+                if job.key is not None:
+                    self._busy_keys.discard(job.key)
+                self._dispatch_locked()

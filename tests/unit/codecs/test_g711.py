@@ -1,0 +1,89 @@
+"""G.711: bit-exact with libavcodec, a sine survives, 20 ms framing, concealment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mediacodecs.base import RtpPayload
+from mediacodecs.g711 import (
+    G711Decoder,
+    G711Encoder,
+    G711Law,
+    LibavG711Codec,
+    decode_pcm,
+    encode_pcm,
+    libav_encode,
+)
+from tests.unit.codecs.signals import frames_of, pcm_of, peak_frequency, sine
+
+LAWS: list[G711Law] = ["pcmu", "pcma"]
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_encoding_is_identical_to_libavcodec_for_every_sample(law: G711Law) -> None:
+    every = np.arange(-32768, 32768, dtype=np.int16)
+    assert encode_pcm(every, law) == libav_encode(every, law)
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_decoding_is_identical_to_libavcodec_for_every_code(law: G711Law) -> None:
+    codes = bytes(range(256))
+    reference = np.concatenate(
+        [f.to_ndarray().reshape(-1) for f in LibavG711Codec(law).decode(codes)]
+    )
+    assert np.array_equal(decode_pcm(codes, law), reference)
+
+
+@pytest.mark.parametrize(
+    ("law", "sample", "code"),
+    [("pcmu", 0, 0xFF), ("pcmu", -32768, 0x00), ("pcma", 0, 0xD5), ("pcma", 32767, 0xAA)],
+)
+def test_known_codes(law: G711Law, sample: int, code: int) -> None:
+    assert encode_pcm(np.array([sample], dtype=np.int16), law) == bytes([code])
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_a_1khz_sine_comes_back_at_1khz(law: G711Law) -> None:
+    encoder, decoder = G711Encoder(law), G711Decoder(law)
+    decoded = []
+    for frame in frames_of(sine(1000, 8000, 0.5), 8000, 160):
+        for payload in encoder.encode(frame):
+            decoded += decoder.decode(payload)
+    pcm = pcm_of(decoded)
+    assert pcm.size == 4000
+    assert peak_frequency(pcm, 8000) == pytest.approx(1000, abs=20)
+    # Companding noise is ~38 dB below a full-scale-ish sine.
+    error = pcm.astype(float) - sine(1000, 8000, 0.5).astype(float)
+    assert np.sqrt(np.mean(error**2)) < 0.02 * 10000
+
+
+def test_payloads_are_20ms_whatever_the_input_framing() -> None:
+    encoder = G711Encoder("pcmu")
+    payloads = []
+    for frame in frames_of(sine(1000, 8000, 0.1), 8000, 80):  # 10 ms frames
+        payloads += encoder.encode(frame)
+    assert [len(p.data) for p in payloads] == [160] * 5
+    assert [p.timestamp for p in payloads] == [0, 160, 320, 480, 640]
+
+
+def test_48khz_stereo_input_is_resampled_to_8khz_mono() -> None:
+    stereo = np.repeat(sine(1000, 48000, 0.4), 2)
+    encoder, decoder = G711Encoder("pcma"), G711Decoder("pcma")
+    decoded = []
+    for frame in frames_of(stereo, 48000, 960, channels=2):
+        for payload in encoder.encode(frame):
+            decoded += decoder.decode(payload)
+    pcm = pcm_of(decoded)
+    assert 2800 <= pcm.size <= 3200  # 0.4 s less the resampler's delay
+    assert peak_frequency(pcm, 8000) == pytest.approx(1000, abs=20)
+
+
+def test_conceal_gives_silence_on_the_timeline() -> None:
+    decoder = G711Decoder("pcmu")
+    first = decoder.decode(RtpPayload(bytes(160), 8000))[0]
+    hole = decoder.conceal()[0]
+    assert first.pts == 8000
+    assert hole.pts == 8160
+    assert hole.samples == 160
+    assert not hole.to_ndarray().any()

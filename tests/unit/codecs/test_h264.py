@@ -1,0 +1,157 @@
+"""H.264: packetization-mode 0 and 1 (single NAL, STAP-A, FU-A) round trips,
+quality at 320x240 and 640x480, keyframes on demand, bitrate changes
+without keyframes."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mediacodecs.base import RtpPayload
+from mediacodecs.h264 import (
+    H264Decoder,
+    H264Encoder,
+    PacketizationMode,
+    h264_depacketize,
+    h264_packetize,
+)
+from mediacodecs.video import MTU_PAYLOAD
+from tests.unit.codecs.signals import gradient, gradient_frame, mean_error
+
+START = b"\x00\x00\x00\x01"
+SPS = bytes([0x67, 0x42, 0xC0, 0x1F]) + bytes(6)
+PPS = bytes([0x68, 0xCE, 0x3C, 0x80])
+IDR = bytes([0x65, 0x88]) + bytes(range(256)) * 12  # 3074 bytes, first_mb_in_slice 0
+SLICE = bytes([0x41, 0x9A, 0x10, 0x20])  # a small non-IDR slice
+
+
+def _annex_b(*units: bytes) -> bytes:
+    return b"".join(START + unit for unit in units)
+
+
+def _reassemble(payloads: list[bytes]) -> bytes:
+    return b"".join(h264_depacketize(p).data for p in payloads)
+
+
+def test_mode_1_aggregates_small_units_in_stap_a_and_fragments_big_ones_in_fu_a() -> None:
+    payloads = h264_packetize(_annex_b(SPS, PPS, IDR), 1)
+    types = [p[0] & 0x1F for p in payloads]
+    assert types == [24, 28, 28, 28]  # STAP-A(SPS, PPS), then the IDR in three FU-As
+    assert all(len(p) <= 1300 for p in payloads)
+    fu_headers = [p[1] for p in payloads[1:]]
+    assert [h & 0xC0 for h in fu_headers] == [0x80, 0x00, 0x40]  # start, middle, end
+    assert all(h & 0x1F == 5 for h in fu_headers)
+    assert _reassemble(payloads) == _annex_b(SPS, PPS, IDR)
+
+
+def test_mode_1_depacketized_flags() -> None:
+    stap, first, middle, last = (
+        h264_depacketize(p) for p in h264_packetize(_annex_b(SPS, PPS, IDR), 1)
+    )
+    assert stap.starts_frame and not stap.keyframe  # parameter sets open an access unit
+    assert first.starts_frame and first.keyframe
+    assert not middle.starts_frame and middle.keyframe
+    assert not last.starts_frame
+
+
+def test_mode_0_sends_each_nal_unit_alone() -> None:
+    payloads = h264_packetize(_annex_b(SPS, PPS, SLICE), 0)
+    assert payloads == [SPS, PPS, SLICE]
+    assert _reassemble(payloads) == _annex_b(SPS, PPS, SLICE)
+    flags = [h264_depacketize(p) for p in payloads]
+    assert [f.starts_frame for f in flags] == [True, True, True]
+    assert not any(f.keyframe for f in flags)
+
+
+def test_a_second_slice_does_not_start_a_frame() -> None:
+    second_slice = bytes([0x41, 0x40, 0x10])  # first_mb_in_slice = 1
+    assert not h264_depacketize(second_slice).starts_frame
+
+
+@pytest.mark.parametrize("payload", [b"\x5d\x00\x00", b"\x7c", b""])
+def test_unsupported_or_short_payloads_are_rejected(payload: bytes) -> None:
+    with pytest.raises(ValueError, match=r"not supported|too short"):
+        h264_depacketize(payload)  # FU-B (29), a lone FU indicator, nothing
+
+
+@given(st.binary(max_size=64))
+def test_any_bytes_either_depacketize_or_raise_value_error(payload: bytes) -> None:
+    with contextlib.suppress(ValueError):
+        h264_depacketize(payload)
+
+
+def _encode(encoder: H264Encoder, frames: range, width: int, height: int) -> list[list[RtpPayload]]:
+    return [encoder.encode(gradient_frame(width, height, i)) for i in frames]
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+@pytest.mark.parametrize(("width", "height", "frames"), [(320, 240, 30), (640, 480, 15)])
+def test_moving_gradient_round_trip(
+    mode: PacketizationMode, width: int, height: int, frames: int
+) -> None:
+    encoder = H264Encoder(width, height, 15, 1_000_000, packetization_mode=mode)
+    decoder = H264Decoder()
+    errors = []
+    kinds = set()
+    for index, payloads in enumerate(_encode(encoder, range(frames), width, height)):
+        assert payloads[-1].marker
+        kinds |= {p.data[0] & 0x1F for p in payloads}
+        if mode == 0:
+            assert all(len(p.data) <= MTU_PAYLOAD for p in payloads)
+        decoded = [f for p in payloads for f in decoder.decode(p)]
+        assert len(decoded) == 1
+        errors.append(mean_error(decoded[0], gradient(width, height, index)))
+    if mode == 0:
+        assert kinds <= set(range(1, 24))  # single NAL units only
+    else:
+        assert {24, 28} <= kinds  # STAP-A for SPS/PPS, FU-A for big slices
+    assert np.mean(errors) < 6
+    assert max(errors) < 10
+
+
+def test_keyframe_on_demand_is_an_idr() -> None:
+    encoder = H264Encoder(320, 240, 15, 500_000)
+    frames = _encode(encoder, range(8), 320, 240)
+    encoder.request_keyframe()
+    frames += _encode(encoder, range(8, 11), 320, 240)
+    assert [i for i, f in enumerate(frames) if f[0].keyframe] == [0, 8]
+    assert any(h264_depacketize(p.data).keyframe for p in frames[8])  # NAL type 5 inside
+    assert not any(h264_depacketize(p.data).keyframe for p in frames[9])
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+def test_bitrate_change_shrinks_frames_without_a_keyframe(mode: PacketizationMode) -> None:
+    encoder = H264Encoder(320, 240, 15, 600_000, packetization_mode=mode)
+    before = _encode(encoder, range(30), 320, 240)
+    encoder.set_bitrate(150_000)
+    after = _encode(encoder, range(30, 60), 320, 240)
+    size = [sum(len(p.data) for p in f) for f in before + after]
+    assert not any(f[0].keyframe for f in before[1:] + after)
+    # 600 and 150 kbit/s at 15 fps: 5000 and 1250 bytes a frame.
+    assert np.mean(size[10:30]) == pytest.approx(5000, rel=0.25)
+    assert np.mean(size[45:]) == pytest.approx(1250, rel=0.3)
+
+
+def test_above_the_ceiling_the_encoder_reopens() -> None:
+    encoder = H264Encoder(160, 120, 15, 200_000, max_bitrate=300_000)
+    _encode(encoder, range(3), 160, 120)
+    encoder.set_bitrate(1_000_000)
+    assert encoder.max_bitrate >= 1_000_000
+    assert encoder.encode(gradient_frame(160, 120, 3))[0].keyframe
+
+
+def test_packets_of_a_lost_frame_wait_for_the_next_idr() -> None:
+    encoder, decoder = H264Encoder(320, 240, 15, 500_000), H264Decoder()
+    frames = _encode(encoder, range(4), 320, 240)
+    assert [f for p in frames[0] for f in decoder.decode(p)]
+    decoder.conceal()
+    assert [f for payloads in frames[1:] for p in payloads for f in decoder.decode(p)] == []
+    assert decoder.keyframe_needed
+    encoder.request_keyframe()
+    idr = encoder.encode(gradient_frame(320, 240, 4))
+    assert [f for f in decoder.decode_frame([p.data for p in idr], idr[0].timestamp)]
+    assert not decoder.keyframe_needed
