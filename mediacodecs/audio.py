@@ -10,6 +10,7 @@ codec there.
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 
 import numpy as np
@@ -30,16 +31,37 @@ def layout_name(channels: int) -> str:
         raise ValueError(f"only mono and stereo are supported, not {channels} channels") from None
 
 
-def pcm_frame(pcm: Pcm, rate: int, channels: int, pts: int | None = None) -> AudioFrame:
-    """An ``s16`` AudioFrame holding ``pcm`` (time base 1/rate)."""
-    frame = AudioFrame.from_ndarray(
-        np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1),
-        format="s16",
-        layout=layout_name(channels),
-    )
+@functools.cache
+def _time_base(rate: int) -> Fraction:
+    return Fraction(1, rate)
+
+
+def empty_frame(samples: int, rate: int, channels: int, pts: int | None = None) -> AudioFrame:
+    """An ``s16`` AudioFrame of ``samples`` per channel to be filled (see ``samples_of``)."""
+    frame = AudioFrame(format="s16", layout=layout_name(channels), samples=samples)
     frame.sample_rate = rate
-    frame.time_base = Fraction(1, rate)
+    frame.time_base = _time_base(rate)
     frame.pts = pts
+    return frame
+
+
+def samples_of(frame: AudioFrame) -> Pcm:
+    """The samples of an ``s16`` frame as an array over its own buffer (no copy)."""
+    count = frame.samples * frame.layout.nb_channels
+    plane = frame.planes[0]
+    # The plane exports its buffer (writable); PyAV's stubs do not say so.
+    view: Pcm = np.frombuffer(memoryview(plane), dtype=np.int16, count=count)
+    return view
+
+
+def pcm_frame(pcm: Pcm, rate: int, channels: int, pts: int | None = None) -> AudioFrame:
+    """An ``s16`` AudioFrame holding a copy of ``pcm`` (time base 1/rate).
+
+    Allocating the frame and copying into its buffer takes half the time of
+    ``AudioFrame.from_ndarray``, which matters at 50 frames per second per leg.
+    """
+    frame = empty_frame(pcm.size // channels, rate, channels, pts)
+    samples_of(frame)[:] = pcm
     return frame
 
 
@@ -65,6 +87,11 @@ class PcmFramer:
         self._resampler: AudioResampler | None = None
         self._resampler_input: tuple[str, str, int] | None = None
 
+    @property
+    def pending(self) -> int:
+        """Samples (all channels) held back until a block is complete."""
+        return self._pending_len
+
     def push(self, frame: AudioFrame) -> list[Pcm]:
         """Feed one frame; return the complete blocks it finished."""
         pieces = self._convert(frame)
@@ -72,7 +99,7 @@ class PcmFramer:
             # The steady state of a same-rate leg: no copy, no concatenation.
             return pieces
         for pcm in pieces:
-            self._pending.append(pcm)
+            self._pending.append(pcm.copy())  # not a view of a frame's buffer
             self._pending_len += pcm.size
         if self._pending_len < self._block:
             return []
@@ -90,7 +117,7 @@ class PcmFramer:
             and frame.layout.nb_channels == self.channels
             and frame.sample_rate == self.rate
         ):
-            return [frame.to_ndarray().reshape(-1).astype(np.int16, copy=False)]
+            return [samples_of(frame)]
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
         if self._resampler is None or key != self._resampler_input:
             # PyAV's resampler is fixed to the first frame's format; a peer that

@@ -143,6 +143,20 @@ class Decoder(Protocol[FrameT]):
         ...
 
 
+__all__ = [
+    "AudioDecoder",
+    "AudioEncoder",
+    "AudioFrame",
+    "CodecError",
+    "Decoder",
+    "Encoder",
+    "MediaKind",
+    "RtpPayload",
+    "VideoDecoder",
+    "VideoEncoder",
+    "VideoFrame",
+]
+
 AudioEncoder = Encoder[AudioFrame]
 AudioDecoder = Decoder[AudioFrame]
 VideoDecoder = Decoder[VideoFrame]

@@ -75,6 +75,8 @@ class G722Decoder:
 
     def decode(self, payload: RtpPayload) -> list[AudioFrame]:
         """Usually one frame per payload."""
+        if not payload.data:
+            return []  # an empty packet would put libavcodec into draining mode
         pts = payload.timestamp * SAMPLE_RATE // RTP_CLOCK
         try:
             frames = self._codec.decode(Packet(payload.data))

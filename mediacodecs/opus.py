@@ -240,6 +240,8 @@ class OpusDecoder:
 
     def decode(self, payload: RtpPayload) -> list[AudioFrame]:
         """One frame per payload (20 ms, or whatever the packet holds)."""
+        if not payload.data:
+            return self.conceal()  # libopus reads a zero-length packet as a lost one
         pts = int(payload.timestamp * self._scale)
         samples = self._run(payload.data, self._pcm.size // self.channels, fec=False)
         if samples < 0:

@@ -10,7 +10,8 @@ from mediacodecs.g711 import (
     G711Decoder,
     G711Encoder,
     G711Law,
-    LibavG711Codec,
+    NumpyG711Decoder,
+    NumpyG711Encoder,
     decode_pcm,
     encode_pcm,
     libav_encode,
@@ -29,10 +30,22 @@ def test_encoding_is_identical_to_libavcodec_for_every_sample(law: G711Law) -> N
 @pytest.mark.parametrize("law", LAWS)
 def test_decoding_is_identical_to_libavcodec_for_every_code(law: G711Law) -> None:
     codes = bytes(range(256))
-    reference = np.concatenate(
-        [f.to_ndarray().reshape(-1) for f in LibavG711Codec(law).decode(codes)]
-    )
+    frames = G711Decoder(law).decode(RtpPayload(codes, 0))
+    reference = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
     assert np.array_equal(decode_pcm(codes, law), reference)
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_the_numpy_peer_makes_the_same_payloads_and_samples(law: G711Law) -> None:
+    encoders = G711Encoder(law), NumpyG711Encoder(law)
+    decoders = G711Decoder(law), NumpyG711Decoder(law)
+    for frame in frames_of(sine(1000, 8000, 0.1), 8000, 80):
+        payloads = [encoder.encode(frame) for encoder in encoders]
+        assert payloads[0] == payloads[1]
+        for payload in payloads[0]:
+            decoded = [d.decode(payload)[0] for d in decoders]
+            assert np.array_equal(decoded[0].to_ndarray(), decoded[1].to_ndarray())
+            assert decoded[0].pts == decoded[1].pts == payload.timestamp
 
 
 @pytest.mark.parametrize(
@@ -77,6 +90,21 @@ def test_48khz_stereo_input_is_resampled_to_8khz_mono() -> None:
     pcm = pcm_of(decoded)
     assert 2800 <= pcm.size <= 3200  # 0.4 s less the resampler's delay
     assert peak_frequency(pcm, 8000) == pytest.approx(1000, abs=20)
+
+
+def test_odd_framing_then_exact_frames_keeps_the_sample_order() -> None:
+    encoder = G711Encoder("pcmu")
+    ramp = (np.arange(480) * 60 - 14000).astype(np.int16)
+    payloads = encoder.encode(frames_of(ramp[:100], 8000, 100)[0])
+    for frame in frames_of(ramp[100:420], 8000, 160):  # exact size, but 100 samples wait
+        payloads += encoder.encode(frame)
+    assert b"".join(p.data for p in payloads) == encode_pcm(ramp[:320], "pcmu")
+
+
+def test_an_empty_payload_does_not_stop_the_decoder() -> None:
+    decoder = G711Decoder("pcma")
+    assert decoder.decode(RtpPayload(b"", 0)) == []
+    assert decoder.decode(RtpPayload(bytes(160), 160))[0].samples == 160
 
 
 def test_conceal_gives_silence_on_the_timeline() -> None:

@@ -33,6 +33,12 @@ def test_rtp_clock_is_8khz_while_sampling_is_16khz() -> None:
     assert decoder.conceal()[0].pts == 8320
 
 
+def test_an_empty_payload_does_not_stop_the_decoder() -> None:
+    decoder = G722Decoder()
+    assert decoder.decode(RtpPayload(b"", 0)) == []
+    assert decoder.decode(RtpPayload(bytes(160), 160))[0].samples == 320
+
+
 def test_8khz_input_is_upsampled() -> None:
     encoder, decoder = G722Encoder(), G722Decoder()
     decoded = []

@@ -100,6 +100,13 @@ def test_a_malformed_payload_is_counted_and_concealed() -> None:
     assert frames[0].samples == 960
 
 
+def test_an_empty_payload_is_concealed_as_one_packet() -> None:
+    decoder = OpusDecoder()
+    decoder.decode(_encode(OpusEncoder(), sine(1000, 48000, 0.02))[0])
+    (frame,) = decoder.decode(RtpPayload(b"", 960))
+    assert (frame.samples, frame.pts, decoder.concealed) == (960, 960, 1)
+
+
 def test_stereo_input_to_a_mono_encoder() -> None:
     stereo = np.repeat(sine(1000, 48000, 0.3), 2)
     encoder = OpusEncoder(32000)
