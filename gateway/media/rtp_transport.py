@@ -32,6 +32,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.errors import NotAcceptable, Unavailable
 from gateway.log import get_logger
 from gateway.media.negotiation import NegotiatedStream
+from gateway.media.rtp import is_rtcp
 from gateway.media.srtp import SrtpContext, SrtpError, SrtpFailure
 
 log = get_logger(__name__)
@@ -434,7 +435,7 @@ class RtpEndpoint:
             self._drop("unlatched")  # before offer/answer is done, nobody is expected
             return
         source = (canonical_ip(addr[0]) if self._ipv6 else addr[0], int(addr[1]))
-        rtcp = len(data) >= 2 and 192 <= data[1] <= 223  # RFC 5761 section 4
+        rtcp = is_rtcp(data)
         # Version 2 only: STUN (0-3) and DTLS (20-63) keep-alives land here too (RFC 7983).
         if len(data) < 8 or data[0] >> 6 != 2 or (rtcp_socket and not rtcp):
             self._drop("malformed")
