@@ -383,7 +383,7 @@ class RtpEndpoint:
 
     # --- sending -----------------------------------------------------------------------------
 
-    def send_rtp(self, packet: bytes) -> bool:
+    def send_rtp(self, packet: bytes | bytearray) -> bool:
         """Send one RTP packet (protected if SRTP); False if it was dropped."""
         sent = self._send(packet, rtcp=False)
         if sent:
@@ -391,13 +391,13 @@ class RtpEndpoint:
             _RTP_OUT.inc()
         return sent
 
-    def send_rtcp(self, packet: bytes) -> bool:
+    def send_rtcp(self, packet: bytes | bytearray) -> bool:
         """Send one RTCP compound packet (protected if SRTP); False if it was dropped."""
         sent = self._send(packet, rtcp=True)
         self.stats.rtcp_out += sent
         return sent
 
-    def _send(self, data: bytes, *, rtcp: bool) -> bool:
+    def _send(self, data: bytes | bytearray, *, rtcp: bool) -> bool:
         if self._closing:
             return False
         if self.srtp is not None:

@@ -207,24 +207,29 @@ class SrtpContext:
         """Packets refused so far, whatever the reason."""
         return sum(self.errors.values())
 
-    def protect_rtp(self, packet: bytes) -> bytes:
+    def protect_rtp(self, packet: bytes | bytearray) -> bytes:
         """RTP -> SRTP with our key."""
         return self._run(self._outbound.protect, packet, "protect RTP", outbound=True)
 
-    def protect_rtcp(self, packet: bytes) -> bytes:
+    def protect_rtcp(self, packet: bytes | bytearray) -> bytes:
         """RTCP -> SRTCP with our key."""
         return self._run(self._outbound.protect_rtcp, packet, "protect RTCP", outbound=True)
 
-    def unprotect_rtp(self, packet: bytes) -> bytes:
+    def unprotect_rtp(self, packet: bytes | bytearray) -> bytes:
         """SRTP -> RTP with the peer's key; ``SrtpError`` if it does not authenticate."""
         return self._run(self._inbound.unprotect, packet, "unprotect RTP", outbound=False)
 
-    def unprotect_rtcp(self, packet: bytes) -> bytes:
+    def unprotect_rtcp(self, packet: bytes | bytearray) -> bytes:
         """SRTCP -> RTCP with the peer's key; ``SrtpError`` if it does not authenticate."""
         return self._run(self._inbound.unprotect_rtcp, packet, "unprotect RTCP", outbound=False)
 
     def _run(
-        self, operation: Callable[[bytes], bytes], packet: bytes, what: str, *, outbound: bool
+        self,
+        operation: Callable[[bytes], bytes],
+        packet: bytes | bytearray,
+        what: str,
+        *,
+        outbound: bool,
     ) -> bytes:
         try:
             result = operation(bytes(packet))

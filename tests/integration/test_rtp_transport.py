@@ -510,9 +510,10 @@ async def test_ipv6_endpoints_exchange_srtp(
     keys = srtp_pair("AEAD_AES_256_GCM")
     alice.connect(peer_of(bob, mux=True), keys[0])
     bob.connect(peer_of(alice, mux=True), keys[1])
-    alice.send_rtp(rtp(1))
+    assert alice.send_rtp(bytearray(rtp(1)))  # what RtpSession.send_rtp hands out
     alice.send_rtcp(rtcp_sr())
-    assert (await next_packet(bob)).source == ("::1", alice.port)
+    first = await next_packet(bob)
+    assert (first.data, first.source) == (rtp(1), ("::1", alice.port))
     assert (await next_packet(bob)).data == rtcp_sr()
 
 
