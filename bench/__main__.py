@@ -9,6 +9,7 @@ BENCHMARKS = {
     "startup": "bench.startup",
     "sip": "bench.sip",
     "rtp": "bench.rtp",
+    "media_codecs": "bench.media_codecs",
 }
 
 

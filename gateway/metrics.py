@@ -136,6 +136,24 @@ RTP_LOST = Counter(
     "RTP packets found missing by the receivers' loss statistics (RFC 3550 A.3)",
     registry=REGISTRY,
 )
+SRTP_ERRORS = Counter(
+    "gatewayd_srtp_errors_total",
+    "SRTP/SRTCP packets that failed to unprotect, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+RTP_DROPPED = Counter(
+    "gatewayd_rtp_dropped_packets_total",
+    "RTP packets dropped before processing, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+MEDIA_DECODE_ERRORS = Counter(
+    "gatewayd_media_decode_errors_total",
+    "Payloads a decoder could not decode, by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
 DTMF_EVENTS = Counter(
     "gatewayd_dtmf_events_total",
     "DTMF digits received, by how they came (rfc4733, info, inband)",
