@@ -9,14 +9,23 @@ from bridges.sip.echo import EchoService
 from bridges.sip.endpoint import SipEndpoint
 from bridges.sip.trunks import TrunkManager, TrunkService
 from gateway.app import Gateway
+from gateway.media.capabilities import SrtpPolicy
+from gateway.media.rtp_transport import RtpPortAllocator
 
 
 def add_services(gateway: Gateway) -> SipEndpoint:
     """Attach the SIP endpoint (with the echo service when configured) and the trunks."""
     settings = gateway.settings
     endpoint = SipEndpoint(gateway.calls)
+    media = settings.media
+    allocator = RtpPortAllocator(media.rtp_port_min, media.rtp_port_max)
     if settings.sip.echo_user:
-        echo = EchoService(settings.sip.public_host or settings.sip.host)
+        echo = EchoService(
+            media.address,
+            allocator=allocator,
+            srtp=SrtpPolicy(media.srtp),
+            rtp_timeout=media.rtp_timeout or None,
+        )
         endpoint.services[settings.sip.echo_user] = echo.handle
     gateway.services.append(endpoint)
     # After the endpoint: it starts first and stops last, so un-REGISTERs go out.

@@ -78,6 +78,9 @@ class SipCall:
         self.ack_bytes: bytes | None = None
         self.on_offer: OfferHandler | None = None
         self.on_info: Callable[[SipCall, SipRequest], None] | None = None
+        #: The peer's answer to our offer arrived (2xx to our INVITE, or the ACK
+        #: after our offer in a 200 to a late-offer INVITE).
+        self.on_answer: Callable[[SipCall, bytes], None] | None = None
         self.on_end: list[Callable[[SipCall], None]] = []
         self.answered = asyncio.Event()
         self.ended = asyncio.Event()

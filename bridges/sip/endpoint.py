@@ -284,6 +284,10 @@ class SipEndpoint(UacRole):
         self.layer.handle_timer(self.clock.monotonic())
         self._pump()
 
+    def hangup_soon(self, call: SipCall, reason: str) -> None:
+        """End a call from a synchronous callback (an RTP timeout, say)."""
+        self._spawn(call.hangup(reason))
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
             try:
@@ -489,8 +493,11 @@ class SipEndpoint(UacRole):
 
     def _on_ack(self, ack: SipRequest) -> None:
         call = self._dialogs.get(dialog_id_of_request(ack))
-        if call is not None and ack.body and call.remote_sdp is None:
-            call.remote_sdp = ack.sdp()  # late offer: the answer comes in the ACK
+        answer = ack.sdp() if call is not None and ack.body else None
+        if call is not None and answer is not None:
+            call.remote_sdp = answer  # late offer: the answer comes in the ACK
+            if call.on_answer is not None:
+                call.on_answer(call, answer)
 
     def _on_in_dialog(self, request: SipRequest, tx: ServerTransaction) -> None:
         call = self._dialogs.get(dialog_id_of_request(request))

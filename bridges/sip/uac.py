@@ -29,12 +29,16 @@ from bridges.sip.outgoing import (
 from bridges.sip.tls import client_context
 from bridges.sip.transaction import ClientTransaction, TransactionLayer
 from bridges.sip.transport import SipTransportLayer
+from gateway import metrics
 from gateway.calls import CallRegistry
 from gateway.clock import Clock
+from gateway.log import get_logger
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
     from bridges.sip.endpoint import SipEndpoint
+
+log = get_logger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 SUPPORTED: tuple[str, ...] = ("replaces", "timer", "100rel")
@@ -163,6 +167,12 @@ class UacRole:
             self._dialogs[call.dialog.id] = call
             call.on_end.append(self._forget_dialog)
             call.remote_sdp = response.sdp()
+            if call.remote_sdp is not None and call.invite.body and call.on_answer is not None:
+                try:
+                    call.on_answer(call, call.remote_sdp)
+                except Exception:  # the media side must not stop the SIP state machine
+                    metrics.ERRORS.labels(component="sip").inc()
+                    log.exception("applying the answer failed", call_id=call.call_id)
             call.final_status = status
             call.session_timer = session_timer.negotiate_as_uac(response)
             self._ack_2xx(call, response)

@@ -107,6 +107,7 @@ async def test_we_call_baresip_with_media_and_it_hangs_up(
     media = await EchoMedia("127.0.0.1").open()
     try:
         call = await sip.invite(ua.contact_uri, media.offer(), remote=("127.0.0.1", ua.sip_port))
+        media.bind(call)
         assert await call.wait_answered(timeout=5)
         assert call.remote_sdp is not None and b"PCMA/8000" in call.remote_sdp
         await asyncio.sleep(2.0)
@@ -128,6 +129,7 @@ async def test_cancel_before_answer(
     media = await EchoMedia("127.0.0.1").open()
     try:
         call = await sip.invite(ua.contact_uri, media.offer(), remote=("127.0.0.1", ua.sip_port))
+        media.bind(call)
         await in_thread(lambda: ua.wait_event("CALL_INCOMING", timeout=5))
         await wait_for(lambda: bool(call.provisional))
         await call.hangup("changed my mind")
@@ -163,6 +165,7 @@ async def test_session_refresh_by_us_keeps_the_call(
     media = await EchoMedia("127.0.0.1").open()
     try:
         call = await sip.invite(ua.contact_uri, media.offer(), remote=("127.0.0.1", ua.sip_port))
+        media.bind(call)
         assert await call.wait_answered(timeout=5)
         # A short interval instead of RFC 4028's 90 s floor, so the test is quick.
         call.session_timer = SessionTimer(2, we_refresh=True)
@@ -185,6 +188,7 @@ async def test_session_expiry_without_refresh_ends_the_call(
     media = await EchoMedia("127.0.0.1").open()
     try:
         call = await sip.invite(ua.contact_uri, media.offer(), remote=("127.0.0.1", ua.sip_port))
+        media.bind(call)
         assert await call.wait_answered(timeout=5)
         call.session_timer = SessionTimer(3, we_refresh=False)  # the peer should refresh
         sip.arm_session_timer(call)

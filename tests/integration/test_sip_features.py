@@ -39,9 +39,12 @@ async def pair() -> AsyncIterator[Pair]:
     await callee.stop()
 
 
-async def _call_echo(caller: SipEndpoint, callee: SipEndpoint, sdp: bytes) -> SipCall:
+async def _call_echo(caller: SipEndpoint, callee: SipEndpoint, media: EchoMedia) -> SipCall:
     port = callee.local_address("udp")[1]
-    call = await caller.invite(f"sip:echo@127.0.0.1:{port}", sdp, remote=("127.0.0.1", port))
+    call = await caller.invite(
+        f"sip:echo@127.0.0.1:{port}", media.offer(), remote=("127.0.0.1", port)
+    )
+    media.bind(call)
     assert await call.wait_answered(timeout=5), call.end_reason
     return call
 
@@ -57,6 +60,7 @@ async def test_late_offer_answer_travels_in_the_ack(pair: Pair) -> None:
     try:
         port = callee.local_address("udp")[1]
         call = await caller.invite(f"sip:echo@127.0.0.1:{port}", b"", remote=("127.0.0.1", port))
+        media.bind(call)
 
         async def answer(_call: SipCall, offer: bytes | None) -> bytes | None:
             return media.answer(offer) if offer is not None else None
@@ -77,7 +81,7 @@ async def test_info_reaches_the_other_side(pair: Pair) -> None:
     caller, callee, _echo = pair
     media = await EchoMedia("127.0.0.1").open()
     try:
-        call = await _call_echo(caller, callee, media.offer())
+        call = await _call_echo(caller, callee, media)
         received: list[SipRequest] = []
         _their_call(callee).on_info = lambda _c, request: received.append(request)
         response = await call.info(b"Signal=5\r\nDuration=160\r\n", "application/dtmf-relay")
@@ -92,7 +96,7 @@ async def test_reinvite_glare_is_resolved_by_491_and_retry(pair: Pair) -> None:
     caller, callee, _echo = pair
     media = await EchoMedia("127.0.0.1").open()
     try:
-        call = await _call_echo(caller, callee, media.offer())
+        call = await _call_echo(caller, callee, media)
         theirs = _their_call(callee)
         assert theirs.local_sdp is not None
         ours_sdp = media.offer()
@@ -183,6 +187,7 @@ async def test_reliable_provisional_is_pracked(
         call = await caller.invite(
             f"sip:service@{uas.address}", media.offer(), remote=("127.0.0.1", uas.port)
         )
+        media.bind(call)
         assert await call.wait_answered(timeout=5), call.end_reason
         assert call.provisional == [180] and call.last_rseq == 1
         await call.hangup("done")

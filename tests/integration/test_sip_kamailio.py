@@ -42,6 +42,7 @@ async def test_call_through_kamailio_with_proxy_auth_and_route_set(
             proxy.uri("bob"), media.offer(), remote=("127.0.0.1", proxy.port),
             from_uri=proxy.uri("gw"), credentials=("gw", "gw-secret"),
         )  # fmt: skip
+        media.bind(call)
         assert await call.wait_answered(timeout=8), f"ended: {call.end_reason}"
         assert call.invite is not None and call.invite.cseq_number == 2  # after the 407
         dialog = call.dialog
@@ -70,6 +71,7 @@ async def test_wrong_password_ends_the_call_without_looping(
             proxy.uri("nobody"), media.offer(), remote=("127.0.0.1", proxy.port),
             from_uri=proxy.uri("gw"), credentials=("gw", "wrong"),
         )  # fmt: skip
+        media.bind(call)
         assert not await call.wait_answered(timeout=8)
         assert call.final_status == 407
         assert call.invite is not None and call.invite.cseq_number <= 3
@@ -85,6 +87,7 @@ async def test_calls_to_a_sipp_uas(endpoint: SipEndpoint, sipp_uas: Callable[...
             call = await endpoint.invite(
                 f"sip:service@{uas.address}", media.offer(), remote=("127.0.0.1", uas.port)
             )
+            media.bind(call)
             assert await call.wait_answered(timeout=5)
             await call.hangup("done")
             assert call.end_reason == "done"

@@ -407,7 +407,7 @@ class SipTestClient:
         return response
 
     async def echo_call(self, media_host: str) -> None:
-        """INVITE sip:echo -> 200 with SDP -> ACK; one RTP packet comes back; BYE -> 200."""
+        """INVITE sip:echo -> 200 with SDP -> ACK; RTP packets come back; BYE -> 200."""
         loop = asyncio.get_running_loop()
         rtp, rtp_proto = await loop.create_datagram_endpoint(_Datagrams, local_addr=(media_host, 0))
         try:
@@ -417,8 +417,11 @@ class SipTestClient:
             assert answer.status == 200, answer
             assert answer.to_tag and answer.contacts and answer.body
             await self.ch.send(bytes(self.in_dialog("ACK", invite, answer, 1)))
-            packet = struct.pack("!BBHII", 0x80, 0, 1, 160, 0x1234ABCD) + b"\xff" * 160
-            rtp.sendto(packet, sdp_audio_target(answer.body))
+            # A few packets: a new RTP source is on probation (RFC 3550 A.1) and
+            # its first packet is not forwarded.
+            for seq in range(1, 6):
+                packet = struct.pack("!BBHII", 0x80, 0, seq, 160 * seq, 0x1234ABCD) + b"\xff" * 160
+                rtp.sendto(packet, sdp_audio_target(answer.body))
             async with asyncio.timeout(TIMEOUT):
                 echoed = await rtp_proto.queue.get()
             assert echoed[12:] == packet[12:], "the echo reflects the payload"
