@@ -22,6 +22,7 @@ def add_services(gateway: Gateway) -> SipEndpoint:
     if settings.sip.echo_user:
         echo = EchoService(
             media.address,
+            media_host6=media.address6,
             allocator=allocator,
             srtp=SrtpPolicy(media.srtp),
             rtp_timeout=media.rtp_timeout or None,

@@ -56,11 +56,13 @@ class EchoMedia:
         self,
         media_host: str,
         *,
+        media_host6: str | None = None,
         allocator: RtpPortAllocator | None = None,
         srtp: SrtpPolicy = SrtpPolicy.OFFER,
         rtp_timeout: float | None = 30.0,
     ) -> None:
         self.media_host = media_host
+        self.media_host6 = media_host6
         self.allocator = allocator or default_allocator()
         self.srtp = srtp
         self.rtp_timeout = rtp_timeout
@@ -71,12 +73,15 @@ class EchoMedia:
 
     async def open(self) -> EchoMedia:
         """Bind one port pair for audio and one for video."""
+        # With an IPv6 address too, bind dual-stack so either family's peer is served.
+        bind = "::" if self.media_host6 else self.media_host
         for kind in ("audio", "video"):
-            stream = await MediaStream.open(self.allocator, self.media_host, kind)
+            stream = await MediaStream.open(self.allocator, bind, kind)
             stream.on_rtp = _reflect
             self.streams.append(stream)
         self.local = LocalCapabilities(
             address=self.media_host,
+            address6=self.media_host6,
             random_bytes=secrets.token_bytes,
             audio_port=self.streams[0].port,
             video_port=self.streams[1].port,
@@ -153,11 +158,13 @@ class EchoService:
         self,
         media_host: str,
         *,
+        media_host6: str | None = None,
         allocator: RtpPortAllocator | None = None,
         srtp: SrtpPolicy = SrtpPolicy.OFFER,
         rtp_timeout: float | None = 30.0,
     ) -> None:
         self.media_host = media_host
+        self.media_host6 = media_host6
         self.allocator = allocator
         self.srtp = srtp
         self.rtp_timeout = rtp_timeout
@@ -167,7 +174,7 @@ class EchoService:
     async def handle(self, call: SipCall) -> None:
         """The incoming-call handler for ``sip:echo@...``."""
         media = await EchoMedia(
-            self.media_host, allocator=self.allocator, srtp=self.srtp,
+            self.media_host, media_host6=self.media_host6, allocator=self.allocator, srtp=self.srtp,
             rtp_timeout=self.rtp_timeout,
         ).open()  # fmt: skip
         self.calls[call.call_id] = media

@@ -95,7 +95,9 @@ def start_plain_node(gatewayd: Start, host: str = "127.0.0.1") -> PlainNode:
                 "transports": transports,
                 "ws_port": ws_port,
                 "timers": FAST_TIMERS,
-            }
+            },
+            # IPv6 peers get IPv6 media (the media address is what SDP advertises).
+            **({"media": {"address6": host}} if ":" in host else {}),
         }
     )
     return PlainNode(daemon, host, ws_port)
