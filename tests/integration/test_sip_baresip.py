@@ -197,3 +197,29 @@ async def test_session_expiry_without_refresh_ends_the_call(
         await in_thread(lambda: ua.wait_event("CALL_CLOSED", timeout=5))
     finally:
         media.close()
+
+
+@pytest.mark.parametrize(
+    ("codec", "mediaenc"),
+    [("opus", None), ("G722", None), ("PCMU", "srtp-mand"), ("opus", "srtp-mand")],
+)
+async def test_echo_with_each_codec_and_sdes_srtp(
+    endpoint: tuple[SipEndpoint, EchoService],
+    baresip: Callable[..., Baresip],
+    codec: str,
+    mediaenc: str | None,
+) -> None:
+    sip, echo = endpoint
+    port = sip.local_address("udp")[1]
+    ua = baresip(f"u{codec.lower()}", codecs=(codec,), mediaenc=mediaenc)
+    await in_thread(lambda: ua.dial(f"sip:echo@127.0.0.1:{port}"))
+    await in_thread(lambda: ua.wait_event("CALL_ESTABLISHED", timeout=5))
+    await asyncio.sleep(2.0)
+    (media,) = echo.calls.values()
+    assert media.stats[0].received > 50 and media.stats[0].sent > 50
+    if mediaenc:
+        audio = media.streams[0]
+        assert audio.negotiated is not None and audio.negotiated.srtp is not None
+    await in_thread(ua.hangup)
+    await in_thread(lambda: ua.wait_event("CALL_CLOSED", timeout=5))
+    _assert_tone(ua)
