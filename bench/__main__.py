@@ -10,6 +10,7 @@ BENCHMARKS = {
     "sip": "bench.sip",
     "rtp": "bench.rtp",
     "media_codecs": "bench.media_codecs",
+    "media": "bench.media",
 }
 
 
