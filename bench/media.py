@@ -47,8 +47,8 @@ def _relay_child(calls: int, conn: Connection) -> None:
         for _ in range(calls):
             a = await MediaStream.open(allocator, "127.0.0.1", "audio")
             b = await MediaStream.open(allocator, "127.0.0.1", "audio")
-            a.on_rtp = lambda _s, data, _t, other=b: other.send_rtp(data)  # type: ignore[misc]
-            b.on_rtp = lambda _s, data, _t, other=a: other.send_rtp(data)  # type: ignore[misc]
+            a.on_rtp = lambda _s, data, _t, other=b: other.send_rtp(data)
+            b.on_rtp = lambda _s, data, _t, other=a: other.send_rtp(data)
             pairs.append((a, b))
         conn.send([(a.port, b.port) for a, b in pairs])
         peers: list[tuple[int, int]] = conn.recv()  # the sender's ports per leg
