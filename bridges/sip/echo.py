@@ -11,8 +11,10 @@ like every other leg.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from bridges.sip.call import SipCall
 from gateway.errors import GatewayError
@@ -152,31 +154,16 @@ class EchoMedia:
 
 
 class EchoService:
-    """Answers calls and sends their media back."""
+    """Answers calls and sends their media back; the arguments are ``EchoMedia``'s."""
 
-    def __init__(
-        self,
-        media_host: str,
-        *,
-        media_host6: str | None = None,
-        allocator: RtpPortAllocator | None = None,
-        srtp: SrtpPolicy = SrtpPolicy.OFFER,
-        rtp_timeout: float | None = 30.0,
-    ) -> None:
-        self.media_host = media_host
-        self.media_host6 = media_host6
-        self.allocator = allocator
-        self.srtp = srtp
-        self.rtp_timeout = rtp_timeout
+    def __init__(self, media_host: str, **media_options: Any) -> None:
+        self._new_media = functools.partial(EchoMedia, media_host, **media_options)
         #: Media of calls in progress, by call id (tests read the counters).
         self.calls: dict[str, EchoMedia] = {}
 
     async def handle(self, call: SipCall) -> None:
         """The incoming-call handler for ``sip:echo@...``."""
-        media = await EchoMedia(
-            self.media_host, media_host6=self.media_host6, allocator=self.allocator, srtp=self.srtp,
-            rtp_timeout=self.rtp_timeout,
-        ).open()  # fmt: skip
+        media = await self._new_media().open()
         self.calls[call.call_id] = media
         media.bind(call)
 
