@@ -13,9 +13,13 @@ from __future__ import annotations
 import functools
 from fractions import Fraction
 
+import av
 import numpy as np
 import numpy.typing as npt
-from av import AudioFrame, AudioResampler
+from av import AudioFrame, AudioResampler, Packet
+from av.audio.codeccontext import AudioCodecContext
+
+from gateway.log import get_logger
 
 Pcm = npt.NDArray[np.int16]
 """Interleaved signed 16-bit samples, shape ``(samples * channels,)``."""
@@ -128,3 +132,48 @@ class PcmFramer:
             out.to_ndarray().reshape(-1).astype(np.int16, copy=False)
             for out in self._resampler.resample(frame)
         ]
+
+
+class SilenceConcealingDecoder:
+    """A libavcodec audio decoder for codecs without packet-loss concealment
+    (G.711, G.722): stamps each frame's pts and fills a lost packet with silence.
+
+    Subclasses decode with ``_decode_at(data, pts)``, pts in 1/``rate``.
+    """
+
+    kind = "audio"
+    keyframe_needed = False
+
+    def __init__(self, codec: AudioCodecContext, rate: int, samples_per_frame: int, name: str):
+        self._codec = codec
+        self._rate = rate
+        self._name = name
+        self._next_pts: int | None = None
+        self._last_samples = samples_per_frame
+        self.decode_errors = 0
+
+    def _decode_at(self, data: bytes, pts: int) -> list[AudioFrame]:
+        if not data:
+            return []  # an empty packet would put libavcodec into draining mode
+        try:
+            frames = self._codec.decode(Packet(data))
+        except av.FFmpegError as error:
+            self.decode_errors += 1
+            get_logger(f"mediacodecs.{self._name}").warning(
+                f"{self._name} payload rejected", error=str(error), size=len(data)
+            )
+            return self._silence()
+        for frame in frames:
+            frame.pts = pts
+            frame.time_base = _time_base(self._rate)
+            pts += frame.samples
+            self._last_samples = frame.samples
+        self._next_pts = pts
+        return frames
+
+    def _silence(self) -> list[AudioFrame]:
+        """Silence for one packet's duration, continuing the pts."""
+        pts = self._next_pts
+        if pts is not None:
+            self._next_pts = pts + self._last_samples
+        return [pcm_frame(silence(self._last_samples, 1), self._rate, 1, pts)]

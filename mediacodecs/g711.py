@@ -23,14 +23,20 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Literal
 
-import av
 import numpy as np
 import numpy.typing as npt
-from av import AudioFrame, CodecContext, Packet
+from av import AudioFrame, CodecContext
 from av.audio.codeccontext import AudioCodecContext
 
-from gateway.log import get_logger
-from mediacodecs.audio import Pcm, PcmFramer, empty_frame, pcm_frame, samples_of, silence
+from mediacodecs.audio import (
+    Pcm,
+    PcmFramer,
+    SilenceConcealingDecoder,
+    empty_frame,
+    pcm_frame,
+    samples_of,
+    silence,
+)
 from mediacodecs.base import MediaKind, RtpPayload
 
 G711Law = Literal["pcmu", "pcma"]
@@ -96,9 +102,6 @@ def decode_pcm(data: bytes, law: G711Law) -> Pcm:
     return _DECODE[law][np.frombuffer(data, dtype=np.uint8)]
 
 
-_log = get_logger("mediacodecs.g711")
-
-
 def _libav_context(law: G711Law, mode: Literal["r", "w"]) -> AudioCodecContext:
     context = CodecContext.create("pcm_mulaw" if law == "pcmu" else "pcm_alaw", mode)
     assert isinstance(context, AudioCodecContext)
@@ -158,44 +161,22 @@ class G711Encoder:
         """Audio has no keyframes."""
 
 
-class G711Decoder:
+class G711Decoder(SilenceConcealingDecoder):
     """PCMU or PCMA payloads to 8 kHz mono ``s16`` frames, pts = RTP timestamp (libavcodec)."""
 
     kind: MediaKind = "audio"
-    keyframe_needed = False
 
     def __init__(self, law: G711Law) -> None:
+        super().__init__(_libav_context(law, "r"), RATE, SAMPLES_PER_FRAME, "g711")
         self.law: G711Law = law
-        self._codec = _libav_context(law, "r")
-        self._next_timestamp: int | None = None
-        self._last_samples = SAMPLES_PER_FRAME
-        self.decode_errors = 0
 
     def decode(self, payload: RtpPayload) -> list[AudioFrame]:
         """One frame per payload."""
-        if not payload.data:
-            return []  # an empty packet would put libavcodec into draining mode
-        try:
-            frames = self._codec.decode(Packet(payload.data))
-        except av.FFmpegError as error:
-            self.decode_errors += 1
-            _log.warning("g711 payload rejected", error=str(error), size=len(payload.data))
-            return self.conceal()
-        pts = payload.timestamp
-        for frame in frames:
-            frame.pts = pts
-            frame.time_base = _TIME_BASE
-            pts += frame.samples
-            self._last_samples = frame.samples
-        self._next_timestamp = pts
-        return frames
+        return self._decode_at(payload.data, payload.timestamp)
 
     def conceal(self, next_payload: RtpPayload | None = None) -> list[AudioFrame]:
         """Silence for one packet's duration (G.711 itself has no PLC)."""
-        pts = self._next_timestamp
-        if pts is not None:
-            self._next_timestamp = pts + self._last_samples
-        return [pcm_frame(silence(self._last_samples, 1), RATE, 1, pts)]
+        return self._silence()
 
 
 class NumpyG711Encoder:

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import av
-from av import AudioFrame, CodecContext, Packet
+from av import AudioFrame, CodecContext
 
-from gateway.log import get_logger
-from mediacodecs.audio import PcmFramer, pcm_frame, silence
+from mediacodecs.audio import PcmFramer, SilenceConcealingDecoder, pcm_frame
 from mediacodecs.base import MediaKind, RtpPayload
 
 SAMPLE_RATE = 16000
 RTP_CLOCK = 8000
 SAMPLES_PER_FRAME = 320  # 20 ms
 BITRATE = 64000
-
-_log = get_logger("mediacodecs.g722")
 
 
 class G722Encoder:
@@ -59,42 +55,22 @@ class G722Encoder:
         """Audio has no keyframes."""
 
 
-class G722Decoder:
+class G722Decoder(SilenceConcealingDecoder):
     """G.722 payloads to 16 kHz mono ``s16`` frames (pts in 1/16000)."""
 
     kind: MediaKind = "audio"
-    keyframe_needed = False
 
     def __init__(self) -> None:
-        self._codec = CodecContext.create("g722", "r")
-        self._codec.sample_rate = SAMPLE_RATE
-        self._codec.layout = "mono"
-        self._next_pts: int | None = None
-        self._last_samples = SAMPLES_PER_FRAME
-        self.decode_errors = 0
+        codec = CodecContext.create("g722", "r")
+        codec.sample_rate = SAMPLE_RATE
+        codec.layout = "mono"
+        super().__init__(codec, SAMPLE_RATE, SAMPLES_PER_FRAME, "g722")
 
     def decode(self, payload: RtpPayload) -> list[AudioFrame]:
         """Usually one frame per payload."""
-        if not payload.data:
-            return []  # an empty packet would put libavcodec into draining mode
-        pts = payload.timestamp * SAMPLE_RATE // RTP_CLOCK
-        try:
-            frames = self._codec.decode(Packet(payload.data))
-        except av.FFmpegError as error:
-            self.decode_errors += 1
-            _log.warning("g722 payload rejected", error=str(error), size=len(payload.data))
-            return self.conceal()
-        for frame in frames:
-            frame.pts = pts
-            frame.time_base = Fraction(1, SAMPLE_RATE)
-            pts += frame.samples
-            self._last_samples = frame.samples
-        self._next_pts = pts
-        return frames
+        # The RTP clock of G.722 is 8000 although it samples at 16 kHz (RFC 3551).
+        return self._decode_at(payload.data, payload.timestamp * SAMPLE_RATE // RTP_CLOCK)
 
     def conceal(self, next_payload: RtpPayload | None = None) -> list[AudioFrame]:
         """Silence for one packet's duration (libavcodec has no G.722 PLC)."""
-        pts = self._next_pts
-        if pts is not None:
-            self._next_pts = pts + self._last_samples
-        return [pcm_frame(silence(self._last_samples, 1), SAMPLE_RATE, 1, pts)]
+        return self._silence()
