@@ -161,6 +161,16 @@ DTMF_EVENTS = Counter(
     registry=REGISTRY,
 )
 
+# --- webrtc ------------------------------------------------------------------------
+WEBRTC_LEGS_ACTIVE = Gauge(
+    "gatewayd_webrtc_legs_active", "Browser (WebRTC) legs not yet closed", registry=REGISTRY
+)
+ICE_FAILURES = Counter(
+    "gatewayd_ice_failures_total",
+    "Browser legs whose ICE connectivity failed",
+    registry=REGISTRY,
+)
+
 SIP_METHODS = frozenset(
     {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK",
      "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE"}

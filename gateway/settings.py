@@ -271,6 +271,59 @@ class MediaSettings(Section):
         return self
 
 
+class IceServer(Section):
+    """One STUN or TURN server handed to browsers and used by the gateway's own ICE agent."""
+
+    #: ``stun:host[:port]``, ``turn:host[:port][?transport=udp|tcp]`` or ``turns:host[:port]``.
+    urls: Annotated[list[str], Field(min_length=1)]
+    #: Long-term TURN credentials (leave out with ``turn_secret``).
+    username: str | None = None
+    credential: SecretStr | None = None
+    #: coturn ``use-auth-secret``: ephemeral credentials (TURN REST API) from this secret.
+    turn_secret: SecretStr | None = None
+    #: Lifetime of ephemeral TURN credentials, seconds.
+    ttl: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
+
+    @field_validator("urls")
+    @classmethod
+    def _schemes(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise ValueError(f"{url!r} is not a stun:, stuns:, turn: or turns: URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_credential(self) -> IceServer:
+        if self.turn_secret is not None and (self.username or self.credential):
+            raise ValueError("turn_secret (ephemeral) and username/credential exclude each other")
+        if (self.username is None) != (self.credential is None):
+            raise ValueError("username and credential go together")
+        return self
+
+
+class WebRtcSettings(Section):
+    """Browser legs (ICE, DTLS-SRTP) on aiortc."""
+
+    #: Addresses the gateway offers as ICE host candidates (aioice leaves out
+    #: 127.0.0.1 unless it is listed here). Ports are ephemeral (aioice 0.13
+    #: cannot bind within a range).
+    ice_addresses: Annotated[list[str], Field(min_length=1)] = ["127.0.0.1"]
+    #: STUN/TURN servers; empty means host candidates only (never a public default).
+    ice_servers: list[IceServer] = []
+    #: Browser legs this node accepts at once.
+    max_legs: Annotated[int, Field(ge=1, le=100000)] = 200
+
+    @field_validator("ice_addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"{address!r} must be an IP address, not a name") from None
+        return value
+
+
 class SystemdSettings(Section):
     """Integration with systemd's notify protocol (used only under systemd)."""
 
@@ -294,6 +347,7 @@ class Settings(Section):
     web: WebSettings = WebSettings()
     sip: SipSettings = SipSettings()
     media: MediaSettings = MediaSettings()
+    webrtc: WebRtcSettings = WebRtcSettings()
     systemd: SystemdSettings = SystemdSettings()
 
     @model_validator(mode="after")
