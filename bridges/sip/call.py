@@ -77,7 +77,8 @@ class SipCall:
         self.end_reason: str | None = None
         self.ack_bytes: bytes | None = None
         self.on_offer: OfferHandler | None = None
-        self.on_info: Callable[[SipCall, SipRequest], None] | None = None
+        #: An INFO in the dialog; returns the response status (None: 200).
+        self.on_info: Callable[[SipCall, SipRequest], int | None] | None = None
         #: The peer's answer to our offer arrived (2xx to our INVITE, or the ACK
         #: after our offer in a 200 to a late-offer INVITE).
         self.on_answer: Callable[[SipCall, bytes], None] | None = None

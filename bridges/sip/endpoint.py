@@ -521,9 +521,8 @@ class SipEndpoint(UacRole):
         elif method == "PRACK":
             self._respond(tx, 200, to_tag=call.local_tag)
         elif method == "INFO":
-            self._respond(tx, 200, to_tag=call.local_tag)
-            if call.on_info is not None:
-                call.on_info(call, request)
+            status = call.on_info(call, request) if call.on_info is not None else None
+            self._respond(tx, status or 200, to_tag=call.local_tag)
         elif method == "OPTIONS":
             self._respond(tx, 200, headers=self._capabilities(), to_tag=call.local_tag)
         else:

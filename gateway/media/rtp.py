@@ -304,3 +304,34 @@ def rewrite_header(
         ssrc & 0xFFFFFFFF,
     )
     return out
+
+
+class RtpWriter:
+    """Numbers the packets of one locally made stream (a transcoder's or a
+    player's output): fixed random SSRC, consecutive sequence numbers.
+
+    The sending leg's RTP session rewrites SSRC, sequence and timestamp
+    again, so this only has to be consistent within itself."""
+
+    __slots__ = ("payload_type", "sequence", "ssrc")
+
+    def __init__(self, payload_type: int, ssrc: int) -> None:
+        self.payload_type = payload_type & 0x7F
+        self.ssrc = ssrc & 0xFFFFFFFF
+        self.sequence = 0
+
+    def packet(self, payload: bytes, timestamp: int, marker: bool = False) -> bytearray:
+        """The next packet carrying ``payload``."""
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        out = bytearray(HEADER_SIZE + len(payload))
+        _HEADER.pack_into(
+            out,
+            0,
+            RTP_VERSION << 6,
+            (0x80 if marker else 0) | self.payload_type,
+            self.sequence,
+            timestamp & 0xFFFFFFFF,
+            self.ssrc,
+        )
+        out[HEADER_SIZE:] = payload
+        return out

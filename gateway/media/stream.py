@@ -20,7 +20,9 @@ from gateway import metrics
 from gateway.clock import Clock, SystemClock
 from gateway.log import get_logger
 from gateway.media.capabilities import SrtpPolicy
+from gateway.media.dtmf import DtmfDigit, DtmfError, DtmfReceiver
 from gateway.media.negotiation import NegotiatedStream
+from gateway.media.rtp import header_sizes
 from gateway.media.rtp_session import (
     KeyframeRequested,
     RtpSession,
@@ -56,6 +58,10 @@ class MediaStream:
         self.on_timeout: Callable[[MediaStream], None] | None = None
         #: The peer asked for a keyframe (PLI/FIR) — for video routers.
         self.on_keyframe_request: Callable[[MediaStream], None] | None = None
+        #: A key press the peer sent as RFC 4733 telephone-events.
+        self.on_dtmf: Callable[[MediaStream, DtmfDigit], None] | None = None
+        self._dtmf: DtmfReceiver | None = None
+        self._dtmf_payload_type = -1
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -113,6 +119,13 @@ class MediaStream:
                 inactivity_timeout=rtp_timeout or None,
             )
             self.session = RtpSession(config, clock=self.clock, rng=rng or random.SystemRandom())
+        event = negotiated.telephone_event
+        if event is None:
+            self._dtmf, self._dtmf_payload_type = None, -1
+        elif self._dtmf is None or self._dtmf.clock_rate != event.clock_rate:
+            self._dtmf = DtmfReceiver(event.clock_rate)
+        if event is not None:
+            self._dtmf_payload_type = event.payload_type
         receiving = negotiated.direction.receives if negotiated.accepted else False
         self.session.set_receiving(receiving, self.clock.monotonic())
         self._arm()
@@ -126,8 +139,35 @@ class MediaStream:
             session.handle_rtcp(packet.data, packet.arrival)
             self._drain_events()
             return
-        if session.receive_rtp(packet.data, packet.arrival) and self.on_rtp is not None:
+        if not session.receive_rtp(packet.data, packet.arrival):
+            return
+        if packet.data[1] & 0x7F == self._dtmf_payload_type:
+            self._telephone_event(packet)
+        if self.on_rtp is not None:
             self.on_rtp(self, packet.data, packet.arrival)
+
+    def _telephone_event(self, packet: ReceivedPacket) -> None:
+        assert self._dtmf is not None
+        data = packet.data
+        header, size = header_sizes(data)
+        try:
+            digits = self._dtmf.receive(
+                int.from_bytes(data[4:8], "big"),
+                (data[2] << 8) | data[3],
+                bool(data[1] & 0x80),
+                bytes(data[header : header + size]),
+                packet.arrival,
+            )
+        except DtmfError:
+            metrics.RTP_DROPPED.labels(reason="dtmf").inc()
+            return
+        self._emit_digits(digits)
+        self._arm()
+
+    def _emit_digits(self, digits: list[DtmfDigit]) -> None:
+        for digit in digits:
+            if self.on_dtmf is not None:
+                self.on_dtmf(self, digit)
 
     def send_rtp(self, data: bytes | bytearray) -> bool:
         """Send a packet from the router: SSRC, sequence and timestamp rewritten."""
@@ -158,6 +198,9 @@ class MediaStream:
         if self.session is None or self._closed:
             return
         deadline = self.session.next_deadline()
+        dtmf = self._dtmf.next_deadline() if self._dtmf is not None else None
+        if dtmf is not None:
+            deadline = dtmf if deadline is None else min(deadline, dtmf)
         if deadline is None:
             return
         delay = max(0.0, deadline - self.clock.monotonic())
@@ -167,7 +210,10 @@ class MediaStream:
         self._timer = None
         if self.session is None or self._closed:
             return
-        self.session.handle_timer(self.clock.monotonic())
+        now = self.clock.monotonic()
+        self.session.handle_timer(now)
+        if self._dtmf is not None:
+            self._emit_digits(self._dtmf.handle_timer(now))
         self._flush_rtcp()
         self._drain_events()
         self._arm()

@@ -83,7 +83,11 @@ async def test_info_reaches_the_other_side(pair: Pair) -> None:
     try:
         call = await _call_echo(caller, callee, media)
         received: list[SipRequest] = []
-        _their_call(callee).on_info = lambda _c, request: received.append(request)
+
+        def on_info(_call: SipCall, request: SipRequest) -> None:
+            received.append(request)
+
+        _their_call(callee).on_info = on_info
         response = await call.info(b"Signal=5\r\nDuration=160\r\n", "application/dtmf-relay")
         assert response is not None and response.status == 200
         assert len(received) == 1 and b"Signal=5" in received[0].body

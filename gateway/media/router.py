@@ -1,0 +1,385 @@
+"""The media router: RTP from one leg's stream delivered to another's.
+
+A ``Route`` is one direction, ``source`` -> ``sink``, of one kind of media.
+For each payload type the source sends it makes a plan once (again after a
+re-INVITE changed either side's negotiation):
+
+* **passthrough** when the sink negotiated a codec that takes the payloads
+  as they are (``mediacodecs.registry.can_bridge``): only the payload type
+  is mapped; the sink's RTP session rewrites SSRC, sequence and timestamp.
+  No decode, no copy beyond the header rewrite.
+* **transcode** otherwise, to the sink's most preferred codec we can make:
+  the payload goes to the process's ``MediaExecutor`` (decode -> resample or
+  scale -> encode off the event loop); what comes back is sent on the loop.
+  Lost packets (sequence gaps) are handed to the decoder for concealment;
+  a video decoder that lost its reference asks the source for a keyframe.
+* telephone-events pass through when the sink negotiated them; the digits
+  themselves are surfaced by the source stream (``MediaStream.on_dtmf``).
+* comfort noise, RED, FEC and anything the sink cannot take are dropped and
+  counted (``gatewayd_rtp_dropped_total{reason}``).
+
+Keyframe requests from the sink's peer go upstream on passthrough (at most
+one per ``KEYFRAME_INTERVAL``) and to the encoder when transcoding.
+``Router`` wires streams together with routes and owns their callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from gateway import metrics
+from gateway.errors import GatewayError
+from gateway.log import get_logger
+from gateway.media.negotiation import NegotiatedCodec, NegotiatedStream
+from gateway.media.rtp import RtpError, RtpWriter, header_sizes
+from mediacodecs.base import RtpPayload
+from mediacodecs.executor import JobDropped, MediaExecutor
+from mediacodecs.registry import can_bridge
+from mediacodecs.transcode import AudioTranscoder, VideoTranscoder
+
+log = get_logger(__name__)
+
+RouteMode = Literal["idle", "passthrough", "transcode"]
+
+#: Seconds between keyframe requests forwarded upstream for one route.
+KEYFRAME_INTERVAL = 0.3
+#: Lost packets concealed at most per gap (longer gaps are a new talkspurt).
+MAX_CONCEAL = 5
+
+
+class RtpPort(Protocol):
+    """One stream of a leg as the router sees it (``MediaStream`` is one)."""
+
+    kind: str
+    negotiated: NegotiatedStream | None
+
+    def send_rtp(self, data: bytes | bytearray) -> bool: ...
+    def switch_source(self) -> None: ...
+    def request_keyframe(self) -> None: ...
+
+
+@dataclass(slots=True)
+class RouteStats:
+    """What one route did with the packets its source sent."""
+
+    forwarded: int = 0
+    transcoded_in: int = 0
+    transcoded_out: int = 0
+    dropped: int = 0
+    late: int = 0
+    concealed: int = 0
+    keyframe_requests: int = 0
+
+
+@dataclass(slots=True)
+class _Forward:
+    payload_type: int
+
+
+@dataclass(slots=True)
+class _Drop:
+    reason: str
+
+
+@dataclass(slots=True, eq=False)
+class _Transcode:
+    transcoder: AudioTranscoder | VideoTranscoder
+    writer: RtpWriter
+    last_in: int | None = None
+    errors: int = 0
+    closed: bool = False
+
+
+_Plan = _Forward | _Drop | _Transcode
+
+
+def _codec_for(stream: NegotiatedStream, payload_type: int) -> NegotiatedCodec | None:
+    for codec in stream.codecs:
+        if codec.payload_type == payload_type:
+            return codec
+    return None
+
+
+class Route:
+    """Packets of ``source`` delivered to ``sink``, passed through or transcoded."""
+
+    def __init__(
+        self,
+        source: RtpPort,
+        sink: RtpPort,
+        executor: MediaExecutor,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        monotonic: Callable[[], float] | None = None,
+    ) -> None:
+        self.source = source
+        self.sink = sink
+        self.executor = executor
+        self.stats = RouteStats()
+        self._loop = loop or asyncio.get_running_loop()
+        self._monotonic = monotonic or self._loop.time
+        self._plans: dict[int, _Plan] = {}
+        self._seen: tuple[object, object] = (None, None)
+        self._mode: RouteMode = "idle"
+        self._last_keyframe_request = -KEYFRAME_INTERVAL
+        self._closed = False
+        sink.switch_source()  # the sink's peer sees one continuous stream from here on
+
+    @property
+    def mode(self) -> RouteMode:
+        """What the route did with the last packet it delivered."""
+        return self._mode
+
+    # --- packets in -----------------------------------------------------------------------
+    def feed(self, data: bytes, _arrival: float = 0.0) -> None:
+        """One valid RTP packet from the source (called by the source's ``on_rtp``)."""
+        if self._closed:
+            return
+        source, sink = self.source.negotiated, self.sink.negotiated
+        if source is None or sink is None:
+            return
+        if (source, sink) != self._seen:
+            self._replan(source, sink)
+        if not sink.direction.sends:
+            return  # the sink's peer holds the call: nothing to send
+        payload_type = data[1] & 0x7F
+        plan = self._plans.get(payload_type)
+        if plan is None:
+            plan = self._plans[payload_type] = self._plan(source, sink, payload_type)
+        if type(plan) is _Forward:
+            self._forward(plan, data)
+        elif type(plan) is _Transcode:
+            self._transcode(plan, data)
+        else:
+            self.stats.dropped += 1
+            metrics.RTP_DROPPED.labels(reason=plan.reason).inc()  # type: ignore[union-attr]
+
+    def _forward(self, plan: _Forward, data: bytes) -> None:
+        out = bytearray(data)
+        out[1] = (out[1] & 0x80) | plan.payload_type
+        if self.sink.send_rtp(out):
+            self.stats.forwarded += 1
+        self._set_mode("passthrough")
+
+    def _transcode(self, plan: _Transcode, data: bytes) -> None:
+        try:
+            header, size = header_sizes(data)
+        except RtpError:
+            self.stats.dropped += 1
+            return
+        sequence = (data[2] << 8) | data[3]
+        if plan.last_in is not None:
+            delta = (sequence - plan.last_in) & 0xFFFF
+            if delta == 0 or delta >= 0x8000:
+                self.stats.late += 1  # a duplicate, or too late for a decoder that moved on
+                return
+            for _ in range(min(delta - 1, MAX_CONCEAL)):
+                plan.transcoder.note_lost()
+                self.stats.concealed += 1
+        plan.last_in = sequence
+        payload = RtpPayload(
+            bytes(data[header : header + size]),
+            int.from_bytes(data[4:8], "big"),
+            marker=bool(data[1] & 0x80),
+        )
+        self.stats.transcoded_in += 1
+        future = plan.transcoder.submit(self.executor, payload)
+        future.add_done_callback(lambda done: self._done_threadsafe(plan, done))
+        self._set_mode("transcode")
+
+    def _done_threadsafe(self, plan: _Transcode, done: Future[list[RtpPayload]]) -> None:
+        # Runs on a worker thread (or inline when the job was dropped).
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the call is over
+            self._loop.call_soon_threadsafe(self._deliver, plan, done)
+
+    def _deliver(self, plan: _Transcode, done: Future[list[RtpPayload]]) -> None:
+        try:
+            payloads = done.result()
+        except JobDropped:
+            return  # counted by the executor; the transcoder conceals it
+        except (GatewayError, ValueError, OSError) as exc:
+            plan.errors += 1
+            if plan.errors == 1 or plan.errors % 500 == 0:
+                log.warning("media transcode failed", reason=str(exc), errors=plan.errors)
+            return
+        if self._closed or plan.closed:
+            return  # the route ended or was re-planned while the job ran
+        for payload in payloads:
+            packet = plan.writer.packet(payload.data, payload.timestamp, payload.marker)
+            if self.sink.send_rtp(packet):
+                self.stats.transcoded_out += 1
+        if plan.transcoder.keyframe_needed:
+            self._ask_source_for_keyframe()
+
+    # --- plans ------------------------------------------------------------------------------
+    def _replan(self, source: NegotiatedStream, sink: NegotiatedStream) -> None:
+        self._close_plans()
+        self._seen = (source, sink)
+
+    def _plan(self, source: NegotiatedStream, sink: NegotiatedStream, payload_type: int) -> _Plan:
+        event = source.telephone_event
+        if event is not None and payload_type == event.payload_type:
+            wanted = sink.telephone_event
+            if wanted is not None and wanted.clock_rate == event.clock_rate:
+                return _Forward(wanted.sending_payload_type)
+            return _Drop("dtmf")
+        codec = _codec_for(source, payload_type)
+        if codec is None:
+            return _Drop("payload_type")  # CN, RED, FEC, or never negotiated
+        transcode: NegotiatedCodec | None = None
+        for candidate in sink.codecs:
+            bridge = can_bridge(codec, candidate)
+            if bridge is None:
+                continue
+            if bridge.kind == "passthrough":
+                return _Forward(candidate.sending_payload_type)
+            transcode = transcode or candidate
+        if transcode is None:
+            log.info("media: no way to bridge codecs", source=codec.name, kind=source.kind)
+            return _Drop("codec")
+        transcoder: AudioTranscoder | VideoTranscoder
+        try:
+            if source.kind == "video":
+                width, height = sink.remote_max_resolution or (640, 480)
+                transcoder = VideoTranscoder(codec, transcode, width, height)
+            else:
+                transcoder = AudioTranscoder(codec, transcode)
+        except GatewayError as exc:
+            log.warning("media: transcoder not available", reason=exc.message)
+            return _Drop("codec")
+        log.info("media: transcoding", kind=source.kind, source=codec.name, sink=transcode.name)
+        writer = RtpWriter(transcode.sending_payload_type, random.getrandbits(32))
+        return _Transcode(transcoder, writer)
+
+    def _close_plans(self) -> None:
+        for plan in self._plans.values():
+            if isinstance(plan, _Transcode):
+                plan.closed = True
+                plan.transcoder.close()
+        self._plans.clear()
+        self._set_mode("idle")
+
+    def _set_mode(self, mode: RouteMode) -> None:
+        if mode == self._mode:
+            return
+        kind = "video" if self.source.kind == "video" else "audio"
+        if self._mode == "passthrough":
+            metrics.MEDIA_PASSTHROUGH_ACTIVE.labels(kind=kind).dec()
+        if mode == "passthrough":
+            metrics.MEDIA_PASSTHROUGH_ACTIVE.labels(kind=kind).inc()
+        self._mode = mode
+
+    # --- control ----------------------------------------------------------------------------
+    def keyframe_requested(self) -> None:
+        """The sink's peer asked for a keyframe (PLI/FIR)."""
+        transcoding = [p for p in self._plans.values() if isinstance(p, _Transcode)]
+        if self._mode == "transcode" and transcoding:
+            for plan in transcoding:
+                if isinstance(plan.transcoder, VideoTranscoder):
+                    plan.transcoder.request_keyframe()
+            return
+        self._ask_source_for_keyframe()
+
+    def _ask_source_for_keyframe(self) -> None:
+        now = self._monotonic()
+        if now - self._last_keyframe_request < KEYFRAME_INTERVAL:
+            return
+        self._last_keyframe_request = now
+        self.stats.keyframe_requests += 1
+        self.source.request_keyframe()
+
+    def close(self) -> None:
+        """Stop delivering; release transcoders (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_plans()
+
+
+Tap = Callable[[object, bytes, float], None]
+
+
+class RoutedStream(RtpPort, Protocol):
+    """A port whose events the router subscribes to (``MediaStream``)."""
+
+    on_rtp: Callable[..., None] | None
+    on_keyframe_request: Callable[..., None] | None
+
+
+class Router:
+    """Routes between streams; owns the streams' ``on_rtp`` and keyframe callbacks."""
+
+    def __init__(self, executor: MediaExecutor) -> None:
+        self.executor = executor
+        self._out: dict[RoutedStream, list[Route]] = {}
+        self._in: dict[RoutedStream, list[Route]] = {}
+        self._taps: dict[RoutedStream, list[Tap]] = {}
+
+    def link(self, source: RoutedStream, sink: RoutedStream) -> Route:
+        """Deliver ``source``'s packets to ``sink`` from now on."""
+        if source.kind != sink.kind:
+            raise ValueError(f"cannot route {source.kind} to {sink.kind}")
+        route = Route(source, sink, self.executor)
+        self._attach(source)
+        self._attach(sink)
+        self._out[source].append(route)
+        self._in[sink].append(route)
+        return route
+
+    def connect(self, a: RoutedStream, b: RoutedStream) -> tuple[Route, Route]:
+        """Both directions between ``a`` and ``b``."""
+        return self.link(a, b), self.link(b, a)
+
+    def tap(self, stream: RoutedStream, tap: Tap) -> None:
+        """Also hand ``stream``'s packets to ``tap`` (a listener, a recorder of levels)."""
+        self._attach(stream)
+        self._taps[stream].append(tap)
+
+    def routes(self) -> list[Route]:
+        """Every live route."""
+        return [route for routes in self._out.values() for route in routes]
+
+    def _attach(self, stream: RoutedStream) -> None:
+        if stream in self._out:
+            return
+        self._out[stream] = []
+        self._in[stream] = []
+        self._taps[stream] = []
+        outgoing, incoming, taps = self._out[stream], self._in[stream], self._taps[stream]
+
+        def on_rtp(source: object, data: bytes, arrival: float) -> None:
+            for route in outgoing:
+                route.feed(data, arrival)
+            for tap in taps:
+                tap(source, data, arrival)
+
+        def on_keyframe_request(_stream: object) -> None:
+            for route in incoming:
+                route.keyframe_requested()
+
+        stream.on_rtp = on_rtp
+        stream.on_keyframe_request = on_keyframe_request
+
+    def remove(self, stream: RoutedStream) -> None:
+        """Take ``stream`` out: every route from or to it ends."""
+        self._taps.pop(stream, None)
+        for route in self._out.pop(stream, []) + self._in.pop(stream, []):
+            route.close()
+            other = route.sink if route.source is stream else route.source
+            for table in (self._out, self._in):
+                routes = table.get(other)  # type: ignore[call-overload]
+                if routes is not None and route in routes:
+                    routes.remove(route)
+        stream.on_rtp = None
+        stream.on_keyframe_request = None
+
+    def close(self) -> None:
+        """End every route."""
+        for stream in list(self._out):
+            self.remove(stream)
