@@ -1,0 +1,361 @@
+"""One browser leg: an ``RTCPeerConnection`` as an explicit state machine.
+
+The leg answers a browser's offer (or makes one), trickles ICE candidates
+both ways, and moves media *encoded*: per kind, incoming RTP payloads go to
+subscribers (``subscribe``) and outgoing payloads are packetized as they are
+(``send_payload``); keyframe requests go both ways (``request_keyframe``,
+``on_keyframe_request``). Nothing is decoded or encoded here; the aiortc
+internals that make this possible live in ``aiortc_internals``.
+
+ICE restart: aiortc 1.16 cannot restart ICE on a running transport, so a new
+offer with a new ``ice-ufrag`` rebuilds the peer connection (fresh ICE and
+DTLS, same subscriptions, same listeners) and answers from the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
+
+from gateway import metrics
+from gateway.clock import Clock, SystemClock
+from gateway.errors import BadRequest, Busy
+from gateway.log import get_logger
+from gateway.settings import WebRtcSettings
+from gateway.webrtc import aiortc_internals as internals
+from gateway.webrtc.ice import ice_servers
+
+log = get_logger(__name__)
+
+KINDS = ("audio", "video")
+
+
+class LegState(enum.Enum):
+    """Where a browser leg is."""
+
+    NEW = "new"
+    OFFERED = "offered"  # we sent an offer, no answer yet
+    CONNECTING = "connecting"  # descriptions exchanged; ICE and DTLS running
+    CONNECTED = "connected"
+    RESTARTING = "restarting"  # a new offer with a new ice-ufrag: rebuilding the transport
+    FAILED = "failed"  # ICE or DTLS failed; the browser may restart ICE
+    CLOSED = "closed"
+
+
+_TRANSITIONS: dict[LegState, frozenset[LegState]] = {
+    LegState.NEW: frozenset({LegState.OFFERED, LegState.CONNECTING, LegState.CLOSED}),
+    LegState.OFFERED: frozenset({LegState.CONNECTING, LegState.CLOSED}),
+    LegState.CONNECTING: frozenset(
+        {LegState.CONNECTED, LegState.FAILED, LegState.RESTARTING, LegState.CLOSED}
+    ),
+    LegState.CONNECTED: frozenset({LegState.RESTARTING, LegState.FAILED, LegState.CLOSED}),
+    LegState.RESTARTING: frozenset({LegState.CONNECTING, LegState.FAILED, LegState.CLOSED}),
+    LegState.FAILED: frozenset({LegState.RESTARTING, LegState.CLOSED}),
+    LegState.CLOSED: frozenset(),
+}
+
+
+class LegStateError(Exception):
+    """An operation that the leg's state does not allow (e.g. an answer without an offer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPayload:
+    """One RTP payload as the browser sent it (after SRTP), not depacketized."""
+
+    kind: str
+    codec: str  # MIME subtype as negotiated: "VP8", "H264", "opus", ...
+    clock_rate: int
+    payload: bytes
+    timestamp: int
+    marker: bool
+    sequence: int
+    ssrc: int
+
+
+PayloadCallback = Callable[[EncodedPayload], None]
+#: Local ICE candidate ("candidate:..." as in SDP, mid, m-line index); None ends gathering.
+CandidateCallback = Callable[[str | None, str | None, int | None], None]
+
+_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.M)
+_active: set[WebRtcLeg] = set()
+
+
+def _ufrag(sdp: str) -> str | None:
+    match = _UFRAG.search(sdp)
+    return match.group(1) if match else None
+
+
+class WebRtcLeg:
+    """One browser, one ``RTCPeerConnection`` at a time (two across an ICE restart)."""
+
+    def __init__(
+        self,
+        settings: WebRtcSettings,
+        *,
+        clock: Clock | None = None,
+        kinds: tuple[str, ...] = KINDS,
+        leg_id: str | None = None,
+    ) -> None:
+        if len(_active) >= settings.max_legs:
+            raise Busy(f"{len(_active)} browser legs already (webrtc.max_legs)")
+        self.leg_id = leg_id or "web-" + secrets.token_hex(6)
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.kinds = kinds
+        self.state = LegState.NEW
+        self.on_candidate: CandidateCallback | None = None
+        self.on_state: list[Callable[[WebRtcLeg, LegState], None]] = []
+        self.closed = asyncio.Event()
+        self.connected = asyncio.Event()
+        self._subscribers: dict[str, list[PayloadCallback]] = {k: [] for k in kinds}
+        self._keyframe_listeners: list[Callable[[str], None]] = []
+        self._pc: RTCPeerConnection | None = None
+        self._tracks: dict[str, internals.PassthroughTrack] = {}
+        self._hooks: dict[str, internals.ReceiverHook] = {}
+        self._remote_ufrag: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        _active.add(self)
+        metrics.WEBRTC_LEGS_ACTIVE.set(len(_active))
+
+    def __repr__(self) -> str:
+        return f"<WebRtcLeg {self.leg_id} {self.state.value}>"
+
+    # --- state ----------------------------------------------------------------------------
+    def _set_state(self, new: LegState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise LegStateError(f"{self.leg_id}: {self.state.value} -> {new.value} not allowed")
+        self.state = new
+        if new is LegState.CONNECTED:
+            self.connected.set()
+        elif new is LegState.FAILED:
+            metrics.ICE_FAILURES.inc()
+        elif new is LegState.CLOSED:
+            _active.discard(self)
+            metrics.WEBRTC_LEGS_ACTIVE.set(len(_active))
+            self.closed.set()
+        log.info("webrtc leg state", leg=self.leg_id, state=new.value)
+        for callback in list(self.on_state):
+            callback(self, new)
+
+    def _on_connection_state(self, pc: RTCPeerConnection) -> None:
+        if pc is not self._pc or self.state is LegState.CLOSED:
+            return  # an old connection (before an ICE restart) winding down
+        state = pc.connectionState
+        if state == "connected" and self.state is LegState.CONNECTING:
+            self._set_state(LegState.CONNECTED)
+            for kind in self._hooks:
+                self.request_keyframe(kind)
+        elif state == "failed" and self.state in (LegState.CONNECTING, LegState.CONNECTED):
+            self._set_state(LegState.FAILED)
+
+    # --- signaling -------------------------------------------------------------------------
+    async def accept_offer(self, sdp: str) -> str:
+        """Apply the browser's offer and return our answer (candidates included)."""
+        ufrag = _ufrag(sdp)
+        if self.state is LegState.NEW:
+            pc = self._new_connection()
+        elif self.state in (LegState.CONNECTING, LegState.CONNECTED, LegState.FAILED):
+            if ufrag == self._remote_ufrag:
+                raise BadRequest("renegotiation without ICE restart is not supported yet")
+            self._set_state(LegState.RESTARTING)
+            await self._drop_connection()
+            pc = self._new_connection()
+        else:
+            raise LegStateError(f"cannot accept an offer while {self.state.value}")
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        except ValueError as exc:
+            raise BadRequest(f"bad offer: {exc}", sip_status=488) from exc
+        self._remote_ufrag = ufrag
+        for transceiver in pc.getTransceivers():
+            self._attach(transceiver)
+        internals.pin_host_addresses(pc, self.settings.ice_addresses)
+        await pc.setLocalDescription(await pc.createAnswer())
+        self._set_state(LegState.CONNECTING)
+        self._announce_candidates(pc)
+        return str(pc.localDescription.sdp)
+
+    async def create_offer(self) -> str:
+        """Make an offer (a sendrecv transceiver per kind); the answer goes to ``accept_answer``."""
+        if self.state is not LegState.NEW:
+            raise LegStateError(f"cannot offer while {self.state.value}")
+        pc = self._new_connection()
+        for kind in self.kinds:
+            self._attach(pc.addTransceiver(kind, direction="sendrecv"))
+        internals.pin_host_addresses(pc, self.settings.ice_addresses)
+        await pc.setLocalDescription(await pc.createOffer())
+        self._set_state(LegState.OFFERED)
+        self._announce_candidates(pc)
+        return str(pc.localDescription.sdp)
+
+    async def accept_answer(self, sdp: str) -> None:
+        """Apply the browser's answer to our offer."""
+        if self.state is not LegState.OFFERED or self._pc is None:
+            raise LegStateError(f"cannot accept an answer while {self.state.value}")
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+        except ValueError as exc:
+            raise BadRequest(f"bad answer: {exc}", sip_status=488) from exc
+        self._remote_ufrag = _ufrag(sdp)
+        self._set_state(LegState.CONNECTING)
+
+    async def add_ice_candidate(
+        self, candidate: str | None, sdp_mid: str | None = None, sdp_mline_index: int | None = None
+    ) -> None:
+        """A candidate trickled by the browser (``"candidate:..."``); None: end of candidates."""
+        if self._pc is None or self.state in (LegState.NEW, LegState.OFFERED, LegState.CLOSED):
+            raise LegStateError(f"cannot add a remote candidate while {self.state.value}")
+        if candidate is None or not candidate.strip():
+            await self._pc.addIceCandidate(None)
+            return
+        if sdp_mid is None and sdp_mline_index is None:
+            raise BadRequest("a candidate needs sdpMid or sdpMLineIndex")
+        text = candidate.strip().removeprefix("a=").removeprefix("candidate:")
+        try:
+            parsed = candidate_from_sdp(text)
+        except (ValueError, IndexError) as exc:
+            raise BadRequest(f"bad ICE candidate: {exc}") from exc
+        parsed.sdpMid = sdp_mid
+        parsed.sdpMLineIndex = sdp_mline_index
+        await self._pc.addIceCandidate(parsed)
+
+    async def close(self) -> None:
+        """Hang up: stop media, close the peer connection (idempotent)."""
+        if self.state is LegState.CLOSED:
+            return
+        self._set_state(LegState.CLOSED)
+        await self._drop_connection()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- media -----------------------------------------------------------------------------
+    def subscribe(self, kind: str, callback: PayloadCallback) -> Callable[[], None]:
+        """Get every payload of ``kind`` the browser sends; returns the unsubscribe function."""
+        subscribers = self._subscribers[kind]
+        subscribers.append(callback)
+        return lambda: subscribers.remove(callback) if callback in subscribers else None
+
+    def send_payload(self, kind: str, payload: bytes, timestamp: int, marker: bool) -> bool:
+        """Queue one RTP payload for the browser; False when there is no sender for ``kind``."""
+        track = self._tracks.get(kind)
+        if track is None or self.state is not LegState.CONNECTED:
+            return False
+        track.push(payload, timestamp, marker)
+        return True
+
+    def send_codec(self, kind: str) -> str | None:
+        """The codec our sender of ``kind`` uses (MIME subtype), once negotiated."""
+        if self._pc is None:
+            return None
+        for transceiver in self._pc.getTransceivers():
+            if transceiver.kind == kind:
+                codec = internals.negotiated_codec(transceiver)
+                return codec.name if codec is not None else None
+        return None
+
+    def request_keyframe(self, kind: str = "video") -> bool:
+        """Ask the browser for a keyframe (PLI); False when it sent nothing of ``kind`` yet."""
+        hook = self._hooks.get(kind)
+        return hook.request_keyframe() if hook is not None else False
+
+    def on_keyframe_request(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """``callback(kind)`` when the browser asks us for a keyframe; returns the remover."""
+        listeners = self._keyframe_listeners
+        listeners.append(callback)
+        return lambda: listeners.remove(callback) if callback in listeners else None
+
+    def receivers_decoding(self) -> bool:
+        """Whether any receiver of this leg decodes (it never should)."""
+        if self._pc is None:
+            return False
+        return any(internals.is_decoding(r) for r in self._pc.getReceivers())
+
+    # --- internals --------------------------------------------------------------------------
+    def _new_connection(self) -> RTCPeerConnection:
+        servers = ice_servers(
+            list(self.settings.ice_servers), user=self.leg_id, now=self.clock.time()
+        )
+        # An explicit (possibly empty) list: aiortc's default is a public STUN server.
+        config = RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        pc = RTCPeerConnection(configuration=config)
+        pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
+        self._pc = pc
+        return pc
+
+    def _attach(self, transceiver: RTCRtpTransceiver) -> None:
+        kind = transceiver.kind
+        if kind not in self.kinds:
+            transceiver.direction = "inactive"
+            return
+        transceiver.direction = "sendrecv"
+        track = internals.PassthroughTrack(kind)
+        transceiver.sender.replaceTrack(track)
+        internals.install_passthrough_sender(transceiver.sender)
+        internals.on_keyframe_request(transceiver.sender, lambda: self._keyframe_asked(kind))
+        self._tracks[kind] = track
+        self._hooks[kind] = internals.ReceiverHook(
+            transceiver.receiver, lambda packet, codec: self._deliver(kind, packet, codec)
+        )
+
+    def _deliver(self, kind: str, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None:
+        subscribers = self._subscribers[kind]
+        if not subscribers:
+            return
+        payload = EncodedPayload(
+            kind=kind,
+            codec=codec.name,
+            clock_rate=codec.clockRate,
+            payload=packet.payload,
+            timestamp=packet.timestamp,
+            marker=bool(packet.marker),
+            sequence=packet.sequence_number,
+            ssrc=packet.ssrc,
+        )
+        for callback in subscribers:
+            callback(payload)
+
+    def _keyframe_asked(self, kind: str) -> None:
+        for callback in list(self._keyframe_listeners):
+            callback(kind)
+
+    def _announce_candidates(self, pc: RTCPeerConnection) -> None:
+        if self.on_candidate is None:
+            return
+        seen: set[int] = set()
+        for index, transceiver in enumerate(pc.getTransceivers()):
+            gatherer = transceiver.sender.transport.transport.iceGatherer
+            if id(gatherer) in seen:
+                continue  # bundled: one transport for every m-line
+            seen.add(id(gatherer))
+            for candidate in gatherer.getLocalCandidates():
+                self.on_candidate(
+                    "candidate:" + candidate_to_sdp(candidate), transceiver.mid, index
+                )
+        self.on_candidate(None, None, None)
+
+    async def _drop_connection(self) -> None:
+        pc, self._pc = self._pc, None
+        tracks, self._tracks = self._tracks, {}
+        self._hooks = {}
+        for track in tracks.values():
+            track.stop()
+        if pc is not None:
+            await pc.close()
