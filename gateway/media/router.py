@@ -9,10 +9,12 @@ re-INVITE changed either side's negotiation):
   is mapped; the sink's RTP session rewrites SSRC, sequence and timestamp.
   No decode, no copy beyond the header rewrite.
 * **transcode** otherwise, to the sink's most preferred codec we can make:
-  the payload goes to the process's ``MediaExecutor`` (decode -> resample or
-  scale -> encode off the event loop); what comes back is sent on the loop.
-  Lost packets (sequence gaps) are handed to the decoder for concealment;
-  a video decoder that lost its reference asks the source for a keyframe.
+  packets first wait in an adaptive ``JitterBuffer`` (reordering, late drop,
+  bounded), which hands each frame at its playout time to the process's
+  ``MediaExecutor`` (decode -> resample or scale -> encode off the event
+  loop); what comes back is sent on the loop. Gaps the buffer reports go to
+  the decoder as losses to conceal (Opus PLC/FEC, G.711 silence); a video
+  gap, or a decoder that lost its reference, asks the source for a keyframe.
 * telephone-events pass through when the sink negotiated them; the digits
   themselves are surfaced by the source stream (``MediaStream.on_dtmf``).
 * comfort noise, RED, FEC and anything the sink cannot take are dropped and
@@ -36,6 +38,7 @@ from typing import Literal, Protocol
 from gateway import metrics
 from gateway.errors import GatewayError
 from gateway.log import get_logger
+from gateway.media.jitter import Conceal, JitterBuffer
 from gateway.media.negotiation import NegotiatedCodec, NegotiatedStream
 from gateway.media.rtp import RtpError, RtpWriter, header_sizes
 from mediacodecs.base import RtpPayload
@@ -91,6 +94,8 @@ class _Drop:
 class _Transcode:
     transcoder: AudioTranscoder | VideoTranscoder
     writer: RtpWriter
+    jitter: JitterBuffer | None = None
+    timer: asyncio.TimerHandle | None = None
     last_in: int | None = None
     errors: int = 0
     closed: bool = False
@@ -117,8 +122,10 @@ class Route:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         monotonic: Callable[[], float] | None = None,
+        jitter_buffer: bool = True,
     ) -> None:
         self.source = source
+        self.jitter_buffer = jitter_buffer
         self.sink = sink
         self.executor = executor
         self.stats = RouteStats()
@@ -137,7 +144,7 @@ class Route:
         return self._mode
 
     # --- packets in -----------------------------------------------------------------------
-    def feed(self, data: bytes, _arrival: float = 0.0) -> None:
+    def feed(self, data: bytes, arrival: float = 0.0) -> None:
         """One valid RTP packet from the source (called by the source's ``on_rtp``)."""
         if self._closed:
             return
@@ -155,7 +162,7 @@ class Route:
         if type(plan) is _Forward:
             self._forward(plan, data)
         elif type(plan) is _Transcode:
-            self._transcode(plan, data)
+            self._transcode(plan, data, arrival)
         else:
             self.stats.dropped += 1
             metrics.RTP_DROPPED.labels(reason=plan.reason).inc()  # type: ignore[union-attr]
@@ -167,31 +174,69 @@ class Route:
             self.stats.forwarded += 1
         self._set_mode("passthrough")
 
-    def _transcode(self, plan: _Transcode, data: bytes) -> None:
+    def _transcode(self, plan: _Transcode, data: bytes, arrival: float) -> None:
         try:
             header, size = header_sizes(data)
         except RtpError:
             self.stats.dropped += 1
             return
         sequence = (data[2] << 8) | data[3]
+        timestamp = int.from_bytes(data[4:8], "big")
+        marker = bool(data[1] & 0x80)
+        payload = bytes(data[header : header + size])
+        self.stats.transcoded_in += 1
+        self._set_mode("transcode")
+        if plan.jitter is not None:
+            plan.jitter.push(sequence, timestamp, payload, arrival, marker)
+            self._schedule(plan)
+            return
         if plan.last_in is not None:
             delta = (sequence - plan.last_in) & 0xFFFF
             if delta == 0 or delta >= 0x8000:
                 self.stats.late += 1  # a duplicate, or too late for a decoder that moved on
                 return
-            for _ in range(min(delta - 1, MAX_CONCEAL)):
-                plan.transcoder.note_lost()
-                self.stats.concealed += 1
+            self._lost(plan, delta - 1)
         plan.last_in = sequence
-        payload = RtpPayload(
-            bytes(data[header : header + size]),
-            int.from_bytes(data[4:8], "big"),
-            marker=bool(data[1] & 0x80),
-        )
-        self.stats.transcoded_in += 1
+        self._submit(plan, RtpPayload(payload, timestamp, marker=marker))
+
+    def _lost(self, plan: _Transcode, count: int) -> None:
+        for _ in range(min(count, MAX_CONCEAL)):
+            plan.transcoder.note_lost()
+            self.stats.concealed += 1
+
+    def _submit(self, plan: _Transcode, payload: RtpPayload) -> None:
         future = plan.transcoder.submit(self.executor, payload)
         future.add_done_callback(lambda done: self._done_threadsafe(plan, done))
-        self._set_mode("transcode")
+
+    def _schedule(self, plan: _Transcode) -> None:
+        assert plan.jitter is not None
+        deadline = plan.jitter.next_deadline()
+        if deadline is None:
+            return
+        if plan.timer is not None:
+            if plan.timer.when() <= deadline:
+                return
+            plan.timer.cancel()
+        plan.timer = self._loop.call_at(deadline, self._play, plan)
+
+    def _play(self, plan: _Transcode) -> None:
+        """Frames whose playout time came go to the decoder; gaps are concealed."""
+        plan.timer = None
+        jitter = plan.jitter
+        if jitter is None or plan.closed or self._closed:
+            return
+        video = self.source.kind == "video"
+        while (item := jitter.pop(self._monotonic())) is not None:
+            if isinstance(item, Conceal):
+                self._lost(plan, 1 if video else item.count)
+                if video:
+                    self._ask_source_for_keyframe()
+                continue
+            last = len(item.payloads) - 1
+            for index, data in enumerate(item.payloads):
+                marker = video and index == last
+                self._submit(plan, RtpPayload(data, item.timestamp, marker=marker))
+        self._schedule(plan)
 
     def _done_threadsafe(self, plan: _Transcode, done: Future[list[RtpPayload]]) -> None:
         # Runs on a worker thread (or inline when the job was dropped).
@@ -255,12 +300,17 @@ class Route:
             return _Drop("codec")
         log.info("media: transcoding", kind=source.kind, source=codec.name, sink=transcode.name)
         writer = RtpWriter(transcode.sending_payload_type, random.getrandbits(32))
-        return _Transcode(transcoder, writer)
+        jitter = None
+        if self.jitter_buffer:
+            jitter = JitterBuffer(codec.clock_rate, video=source.kind == "video")
+        return _Transcode(transcoder, writer, jitter)
 
     def _close_plans(self) -> None:
         for plan in self._plans.values():
             if isinstance(plan, _Transcode):
                 plan.closed = True
+                if plan.timer is not None:
+                    plan.timer.cancel()
                 plan.transcoder.close()
         self._plans.clear()
         self._set_mode("idle")
