@@ -1,0 +1,174 @@
+"""What gateway.webrtc.aiortc_internals relies on inside aiortc and aioice.
+
+If an aiortc or aioice upgrade renames, removes or reshapes any of it, this
+test fails here, by name, rather than the gateway silently decoding video or
+offering no loopback candidates.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator
+
+import aioice.ice
+import aiortc.rtcicetransport
+import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver
+from aiortc.codecs.base import Encoder
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+
+from gateway.webrtc import aiortc_internals as internals
+
+
+def _params(function: object) -> list[str]:
+    assert callable(function)
+    return list(inspect.signature(function).parameters)
+
+
+@pytest.fixture
+async def transceiver() -> AsyncIterator[RTCRtpTransceiver]:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    yield pc.addTransceiver("video")
+    await pc.close()
+
+
+def test_pinned_versions() -> None:
+    from importlib.metadata import version
+
+    # The checks below were written against these; re-read aiortc_internals on upgrade.
+    assert version("aiortc") == "1.16.0"
+    assert version("aioice") == "0.13.0"
+
+
+def test_receiver_internals(transceiver: RTCRtpTransceiver) -> None:
+    receiver = transceiver.receiver
+    cls = aiortc.rtcrtpreceiver.RTCRtpReceiver
+    assert _params(cls._handle_rtp_packet) == ["self", "packet", "arrival_time_ms"]
+    assert inspect.iscoroutinefunction(cls._handle_rtp_packet)
+    assert _params(cls.receive) == ["self", "parameters"]
+    assert _params(cls._send_rtcp_pli) == ["self", "media_ssrc"]
+    assert inspect.iscoroutinefunction(cls._send_rtcp_pli)
+    assert _params(getattr(cls, internals.RECEIVER_STOP_DECODER)) == ["self"]
+    for name in (internals.RECEIVER_CODECS, internals.RECEIVER_REMOTE_STREAMS):
+        assert isinstance(getattr(receiver, name), dict), name
+    assert getattr(receiver, internals.RECEIVER_DECODER_THREAD) is None  # until receive()
+    assert receiver._enabled is True
+    # receive() starts the decoder thread we stop; the packet handler feeds the decoder.
+    assert "decoder_worker" in inspect.getsource(cls.receive)
+    assert "__decoder_queue.put" in inspect.getsource(cls._handle_rtp_packet)
+    assert _params(aiortc.rtcrtpreceiver.StreamStatistics) == ["clockrate"]
+    assert _params(aiortc.rtcrtpreceiver.StreamStatistics.add) == ["self", "packet"]
+    assert "__remote_streams.items()" in inspect.getsource(cls._run_rtcp)
+
+
+def test_sender_internals(transceiver: RTCRtpTransceiver) -> None:
+    sender = transceiver.sender
+    cls = aiortc.rtcrtpsender.RTCRtpSender
+    assert getattr(sender, internals.SENDER_ENCODER) is None
+    source = inspect.getsource(cls._next_encoded_frame)
+    # The passthrough path: a preset encoder is kept, non-frames go to pack().
+    assert "if self.__encoder is None:" in source
+    assert "isinstance(data, Frame)" in source
+    assert "self.__encoder.pack(data)" in source
+    assert "await self.__track.recv()" in source
+    assert "_next_encoded_frame(codec)" in inspect.getsource(cls._run_rtp)
+    # PLI and FIR from the remote peer end in _send_keyframe().
+    assert _params(cls._send_keyframe) == ["self"]
+    rtcp = inspect.getsource(cls._handle_rtcp_packet)
+    assert "RTCP_PSFB_PLI" in rtcp and "self._send_keyframe()" in rtcp
+    abstract = Encoder.__abstractmethods__
+    assert abstract == frozenset({"encode", "pack"})
+    assert _params(Encoder.pack) == ["self", "packet"]
+
+
+def test_transceiver_codecs(transceiver: RTCRtpTransceiver) -> None:
+    assert transceiver._codecs == []
+    assert internals.negotiated_codec(transceiver) is None
+
+
+def test_ice_internals(transceiver: RTCRtpTransceiver) -> None:
+    gatherer = transceiver.receiver.transport.transport.iceGatherer
+    connection = gatherer._connection
+    assert isinstance(connection, aioice.ice.Connection)
+    assert _params(connection.get_component_candidates) == ["component", "addresses", "timeout"]
+    gather = inspect.getsource(aioice.ice.Connection.gather_candidates)
+    assert "get_host_addresses(" in gather
+    assert "self.get_component_candidates(component=component, addresses=addresses)" in gather
+    assert connection._transport_policy is aioice.ice.TransportPolicy.ALL
+    assert connection.stun_server is None and connection.turn_server is None
+    # Why pinning is needed at all: aioice leaves loopback out.
+    assert "127.0.0.1" in inspect.getsource(aioice.ice.get_host_addresses)
+    # Why the configuration always carries an explicit list.
+    init = inspect.getsource(aiortc.rtcicetransport.RTCIceGatherer.__init__)
+    assert "if iceServers is None:" in init
+
+
+async def test_receiver_hook_hands_packets_over_and_keeps_statistics(
+    transceiver: RTCRtpTransceiver,
+) -> None:
+    got: list[tuple[bytes, str]] = []
+    hook = internals.ReceiverHook(
+        transceiver.receiver, lambda packet, codec: got.append((packet.payload, codec.name))
+    )
+    codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    getattr(transceiver.receiver, internals.RECEIVER_CODECS)[96] = codec
+    packet = RtpPacket(payload_type=96, sequence_number=7, timestamp=1234, ssrc=42)
+    packet.payload = b"\x90\x80\x00payload"
+    await transceiver.receiver._handle_rtp_packet(packet, 0)
+    unknown = RtpPacket(payload_type=111, sequence_number=8, timestamp=1234, ssrc=42)
+    await transceiver.receiver._handle_rtp_packet(unknown, 0)
+    assert got == [(b"\x90\x80\x00payload", "VP8")]
+    assert hook.last_ssrc == 42 and hook.packets == 1
+    assert 42 in getattr(transceiver.receiver, internals.RECEIVER_REMOTE_STREAMS)
+    assert not internals.is_decoding(transceiver.receiver)
+
+
+async def test_passthrough_track_groups_payloads_by_frame() -> None:
+    track = internals.PassthroughTrack("video")
+    track.push(b"a", 100, False)
+    track.push(b"b", 100, True)
+    track.push(b"c", 200, False)  # last packet of this frame lost
+    track.push(b"d", 300, True)
+    frames = [await track.recv(), await track.recv(), await track.recv()]
+    assert [(f.payloads, f.timestamp) for f in frames] == [
+        ([b"a", b"b"], 100),
+        ([b"c"], 200),
+        ([b"d"], 300),
+    ]
+    audio = internals.PassthroughTrack("audio")
+    audio.push(b"x", 960, False)
+    assert (await audio.recv()).payloads == [b"x"]
+
+
+async def test_passthrough_track_drops_oldest_when_full() -> None:
+    track = internals.PassthroughTrack("audio", capacity=2)
+    for ts in (1, 2, 3):
+        track.push(bytes([ts]), ts, True)
+    assert track.dropped == 1
+    assert (await track.recv()).timestamp == 2
+    track.stop()
+    assert (await track.recv()).timestamp == 3
+    with pytest.raises(aiortc.mediastreams.MediaStreamError):
+        await track.recv()
+
+
+def test_passthrough_encoder_packs_as_is_and_never_encodes() -> None:
+    encoder = internals.PassthroughEncoder()
+    frame = internals.EncodedFrame([b"p1", b"p2"], 4242)
+    assert encoder.pack(frame) == ([b"p1", b"p2"], 4242)
+    with pytest.raises(TypeError):
+        encoder.pack(object())
+    with pytest.raises(RuntimeError):
+        encoder.encode(object())
+
+
+def test_keyframe_request_hook_keeps_aiortc_behaviour(transceiver: RTCRtpTransceiver) -> None:
+    asked: list[int] = []
+    sender = transceiver.sender
+    internals.on_keyframe_request(sender, lambda: asked.append(1))
+    sender._send_keyframe()
+    assert asked == [1]
+    assert getattr(sender, "_RTCRtpSender__force_keyframe") is True  # noqa: B009
