@@ -1,0 +1,1 @@
+"""Persistent state of one node: agents, sessions, appointments (SQLite)."""

@@ -1,0 +1,212 @@
+"""Appointments: a time window, a language, and an unguessable citizen link.
+
+The citizen's token is 256 random bits, shown once (in the creation answer)
+and stored only as its SHA-256, so a copy of the database opens no call.
+A link works from ``link_lead`` before the start until the window's end plus
+``link_grace``; outside that it gets a clear "expired" or "not yet" answer,
+never a stack trace, and a forged token is indistinguishable from a deleted
+appointment (404).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.store.db import Database
+
+MIN_DURATION, MAX_DURATION = 5, 8 * 60  # minutes
+MAX_AHEAD = 366 * 86400.0  # seconds: appointments are booked at most a year ahead
+TOKEN_BYTES = 32
+
+
+class LinkExpired(GatewayError):
+    """The appointment's window is over."""
+
+    http_status = 410
+    sip_status = 404
+    reason = "Gone"
+
+
+class LinkNotYet(GatewayError):
+    """The appointment's link opens later."""
+
+    http_status = 425
+    sip_status = 480
+    reason = "Too Early"
+
+
+@dataclass(frozen=True)
+class Appointment:
+    """One appointment as stored (no token: the store does not have it)."""
+
+    id: str
+    starts_at: float
+    ends_at: float
+    expires_at: float
+    language: str
+    state: str
+    created_by: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The public fields, times as ISO 8601 UTC."""
+        return {
+            "id": self.id,
+            "starts_at": iso(self.starts_at),
+            "ends_at": iso(self.ends_at),
+            "expires_at": iso(self.expires_at),
+            "language": self.language,
+            "state": self.state,
+        }
+
+
+def iso(timestamp: float) -> str:
+    """``2026-11-23T14:00:00Z``."""
+    moment = dt.datetime.fromtimestamp(round(timestamp), dt.UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: object) -> float:
+    """An ISO 8601 date-time with a time zone as a UNIX timestamp; 400 otherwise."""
+    if not isinstance(text, str) or len(text) > 40:
+        raise BadRequest("starts_at must be an ISO 8601 date-time string")
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest("starts_at is not an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        raise BadRequest("starts_at needs a time zone (e.g. Z or +01:00)")
+    return moment.timestamp()
+
+
+def token_hash(token: str) -> bytes:
+    """What the store keeps of a link token."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+_SELECT = "SELECT id, starts_at, ends_at, expires_at, language, state, created_by FROM appointments"
+_SELECT_WITH_HASH = (
+    "SELECT id, starts_at, ends_at, expires_at, language, state, created_by, token_hash"
+    " FROM appointments"
+)
+
+
+def _row(row: Any) -> Appointment:
+    return Appointment(
+        str(row[0]), float(row[1]), float(row[2]), float(row[3]), str(row[4]), str(row[5]),
+        None if row[6] is None else int(row[6]),
+    )  # fmt: skip
+
+
+class Appointments:
+    """Creating and finding appointments."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        languages: tuple[str, ...] = ("de", "en"),
+        link_lead: float = 3600.0,
+        link_grace: float = 1800.0,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.languages = languages
+        self.link_lead = link_lead
+        self.link_grace = link_grace
+
+    async def create(
+        self,
+        *,
+        starts_at: float | None = None,
+        duration_min: int = 60,
+        language: str | None = None,
+        created_by: int | None = None,
+    ) -> tuple[Appointment, str]:
+        """A new appointment and its citizen token (the only time the token exists)."""
+        now = self.clock.time()
+        start = now if starts_at is None else starts_at
+        if isinstance(duration_min, bool) or not isinstance(duration_min, int):
+            raise BadRequest("duration_min must be a whole number of minutes")
+        if not MIN_DURATION <= duration_min <= MAX_DURATION:
+            raise BadRequest(f"duration_min must be {MIN_DURATION} to {MAX_DURATION}")
+        language = language or self.languages[0]
+        if language not in self.languages:
+            raise BadRequest(f"language must be one of {', '.join(self.languages)}")
+        end = start + duration_min * 60
+        if end <= now:
+            raise BadRequest("the appointment would be over already")
+        if start - now > MAX_AHEAD:
+            raise BadRequest("starts_at is more than a year ahead")
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        appointment = Appointment(
+            "a" + secrets.token_hex(8), start, end, end + self.link_grace, language,
+            "scheduled", created_by,
+        )  # fmt: skip
+        await self.db.execute(
+            "INSERT INTO appointments (id, starts_at, ends_at, expires_at, language, state,"
+            " created_by, token_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                appointment.id, appointment.starts_at, appointment.ends_at,
+                appointment.expires_at, appointment.language, appointment.state,
+                appointment.created_by, token_hash(token), now,
+            ),
+        )  # fmt: skip
+        return appointment, token
+
+    async def get(self, appointment_id: str) -> Appointment:
+        """By id; NotFound if there is none."""
+        row = await self.db.fetch_one(_SELECT + " WHERE id = ?", (appointment_id,))
+        if row is None:
+            raise NotFound("no such appointment")
+        return _row(row)
+
+    async def by_token(self, token: str) -> Appointment:
+        """The appointment a citizen link opens, if it is open now.
+
+        NotFound for an unknown or malformed token, LinkExpired after the
+        window, LinkNotYet more than ``link_lead`` before the start."""
+        if not 20 <= len(token) <= 64:
+            raise NotFound("no such appointment")
+        digest = token_hash(token)
+        row = await self.db.fetch_one(_SELECT_WITH_HASH + " WHERE token_hash = ?", (digest,))
+        if row is None or not hmac.compare_digest(bytes(row[7]), digest):
+            raise NotFound("no such appointment")
+        appointment = _row(row)
+        now = self.clock.time()
+        if now >= appointment.expires_at or appointment.state == "cancelled":
+            raise LinkExpired("this appointment link has expired")
+        if now < appointment.starts_at - self.link_lead:
+            raise LinkNotYet("this appointment link opens later")
+        return appointment
+
+    async def upcoming(self, limit: int = 100) -> list[Appointment]:
+        """Appointments whose link still works, soonest first."""
+        rows = await self.db.fetch_all(
+            _SELECT + " WHERE expires_at > ? ORDER BY starts_at LIMIT ?",
+            (self.clock.time(), limit),
+        )
+        return [_row(row) for row in rows]
+
+    async def set_state(self, appointment_id: str, state: str) -> None:
+        """scheduled -> waiting -> in_call -> ended, or cancelled."""
+        if state not in ("scheduled", "waiting", "in_call", "ended", "cancelled"):
+            raise ValueError(f"unknown appointment state {state}")
+        if not await self.db.execute(
+            "UPDATE appointments SET state = ? WHERE id = ?", (state, appointment_id)
+        ):
+            raise NotFound("no such appointment")
+
+    async def purge_expired(self, keep: float = 0.0) -> int:
+        """Delete appointments expired more than ``keep`` seconds ago (no personal data
+        lingers); the number deleted."""
+        return await self.db.execute(
+            "DELETE FROM appointments WHERE expires_at < ?", (self.clock.time() - keep,)
+        )
