@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Field,
@@ -332,6 +333,40 @@ class SystemdSettings(Section):
     watchdog_fraction: Annotated[float, Field(gt=0.05, le=0.9)] = 0.5
 
 
+class ApiSettings(Section):
+    """The REST API under /api/v1 (appointment booking by other systems)."""
+
+    #: Bearer tokens accepted (give them by reference: ${env:...} or ${file:...});
+    #: empty entries are ignored, and with none left the REST API is off.
+    tokens: list[SecretStr] = Field(default_factory=list)
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens_long(cls, value: list[SecretStr]) -> list[SecretStr]:
+        kept = [token for token in value if token.get_secret_value()]
+        if any(len(token.get_secret_value()) < 16 for token in kept):
+            raise ValueError("API tokens need at least 16 characters")
+        return kept
+
+
+class AppointmentSettings(Section):
+    """Appointment defaults and how long citizen links work."""
+
+    #: Languages offered; the first is the default (German first).
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] = Field(
+        default_factory=lambda: ["de", "en"], min_length=1
+    )
+    #: Minutes an appointment lasts when the request does not say.
+    default_duration_min: Annotated[int, Field(ge=5, le=480)] = 60
+    #: Seconds before the start from which the citizen link opens.
+    link_lead: Annotated[float, Field(ge=0, le=7 * 86400)] = 3600.0
+    #: Seconds after the end until which the link still works.
+    link_grace: Annotated[float, Field(ge=0, le=86400)] = 1800.0
+    #: Base of the links handed out (https://video.agency.example); default:
+    #: the web listener's own address.
+    public_url: AnyHttpUrl | None = None
+
+
 class Settings(Section):
     """Everything an operator can set. Defaults are the embedded one-node setup."""
 
@@ -348,6 +383,8 @@ class Settings(Section):
     sip: SipSettings = SipSettings()
     media: MediaSettings = MediaSettings()
     webrtc: WebRtcSettings = WebRtcSettings()
+    api: ApiSettings = ApiSettings()
+    appointments: AppointmentSettings = AppointmentSettings()
     systemd: SystemdSettings = SystemdSettings()
 
     @model_validator(mode="after")
