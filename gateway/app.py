@@ -16,7 +16,7 @@ import gc
 import os
 import signal
 import ssl
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -90,6 +90,8 @@ class Gateway:
         self.calls = CallRegistry(retry_after=settings.sip.retry_after)
         self.notifier = notifier if notifier is not None else SystemdNotifier()
         self.services: list[Service] = []
+        #: Called with the web application before it serves (routes, app keys).
+        self.web_setup: list[Callable[[web.Application], None]] = []
         self._runner: web.AppRunner | None = None
         self._stop_requested = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -173,6 +175,8 @@ class Gateway:
 
     async def _start_web(self, settings: Settings) -> None:
         app = build_web_app(self, lambda: self._settings, self.calls)
+        for setup in self.web_setup:
+            setup(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await runner.setup()
         self._runner = runner

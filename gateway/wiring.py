@@ -5,17 +5,36 @@ Kept apart from ``app.py`` so the lifecycle does not import every bridge.
 
 from __future__ import annotations
 
+from aiohttp import web
+
 from bridges.sip.echo import EchoService
 from bridges.sip.endpoint import SipEndpoint
 from bridges.sip.trunks import TrunkManager, TrunkService
 from gateway.app import Gateway
+from gateway.log import get_logger
 from gateway.media.capabilities import SrtpPolicy
 from gateway.media.rtp_transport import RtpPortAllocator
+from gateway.store.service import StoreService
+from gateway.web import api
+from gateway.web.keys import STORE
+
+log = get_logger(__name__)
 
 
 def add_services(gateway: Gateway) -> SipEndpoint:
-    """Attach the SIP endpoint (with the echo service when configured) and the trunks."""
+    """Attach the store and REST API, the SIP endpoint (with the echo service when
+    configured) and the trunks."""
     settings = gateway.settings
+    store = StoreService()
+    gateway.services.append(store)
+
+    def web_setup(app: web.Application) -> None:
+        app[STORE] = store
+        app.add_routes(api.routes)
+
+    gateway.web_setup.append(web_setup)
+    if not settings.api.tokens:
+        log.warning("REST API off: api.tokens is empty (set GATEWAYD_API_TOKEN)")
     endpoint = SipEndpoint(gateway.calls)
     media = settings.media
     allocator = RtpPortAllocator(media.rtp_port_min, media.rtp_port_max)

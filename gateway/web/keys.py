@@ -9,6 +9,8 @@ from aiohttp import web
 
 from gateway.calls import CallRegistry
 from gateway.settings import Settings
+from gateway.store.agents import Agents
+from gateway.store.appointments import Appointments
 
 
 class Lifecycle(Protocol):
@@ -35,3 +37,20 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 SettingsGetter = Callable[[], Settings]
 SETTINGS: web.AppKey[SettingsGetter] = web.AppKey("settings")
 CALLS = web.AppKey("calls", CallRegistry)
+
+
+class AppointmentStore(Protocol):
+    """What the web layer uses of the store (``gateway.store.service.StoreService``)."""
+
+    @property
+    def appointments(self) -> Appointments:
+        """Appointments (503 before the store is open)."""
+        ...
+
+    @property
+    def agents(self) -> Agents:
+        """Agent accounts and sessions."""
+        ...
+
+
+STORE = web.AppKey("store", AppointmentStore)
