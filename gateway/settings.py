@@ -313,6 +313,9 @@ class WebRtcSettings(Section):
     ice_servers: list[IceServer] = []
     #: Browser legs this node accepts at once.
     max_legs: Annotated[int, Field(ge=1, le=100000)] = 200
+    #: A leg whose ICE and DTLS are not up this long after offer/answer fails
+    #: (browsers rarely signal end-of-candidates, so ICE alone may wait forever).
+    connect_timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
 
     @field_validator("ice_addresses")
     @classmethod

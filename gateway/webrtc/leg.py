@@ -130,6 +130,7 @@ class WebRtcLeg:
         self._hooks: dict[str, internals.ReceiverHook] = {}
         self._remote_ufrag: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._connect_timer: asyncio.TimerHandle | None = None
         _active.add(self)
         metrics.WEBRTC_LEGS_ACTIVE.set(len(_active))
 
@@ -141,7 +142,14 @@ class WebRtcLeg:
         if new not in _TRANSITIONS[self.state]:
             raise LegStateError(f"{self.leg_id}: {self.state.value} -> {new.value} not allowed")
         self.state = new
-        if new is LegState.CONNECTED:
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
+        if new is LegState.CONNECTING:
+            loop = asyncio.get_running_loop()
+            timeout = self.settings.connect_timeout
+            self._connect_timer = loop.call_later(timeout, self._connect_timed_out)
+        elif new is LegState.CONNECTED:
             self.connected.set()
         elif new is LegState.FAILED:
             metrics.ICE_FAILURES.inc()
@@ -162,6 +170,12 @@ class WebRtcLeg:
             for kind in self._hooks:
                 self.request_keyframe(kind)
         elif state == "failed" and self.state in (LegState.CONNECTING, LegState.CONNECTED):
+            self._set_state(LegState.FAILED)
+
+    def _connect_timed_out(self) -> None:
+        self._connect_timer = None
+        if self.state is LegState.CONNECTING:
+            log.info("webrtc leg not connected in time", leg=self.leg_id)
             self._set_state(LegState.FAILED)
 
     # --- signaling -------------------------------------------------------------------------
@@ -229,7 +243,7 @@ class WebRtcLeg:
         text = candidate.strip().removeprefix("a=").removeprefix("candidate:")
         try:
             parsed = candidate_from_sdp(text)
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, AssertionError) as exc:  # aiortc asserts on garbage
             raise BadRequest(f"bad ICE candidate: {exc}") from exc
         parsed.sdpMid = sdp_mid
         parsed.sdpMLineIndex = sdp_mline_index

@@ -1,0 +1,218 @@
+"""Browser legs with real aiortc peers as the browsers, on loopback.
+
+peer A -> leg A ==(Passthrough, no decoding)==> leg B -> peer B, and back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from gateway import metrics
+from gateway.clock import FakeClock
+from gateway.errors import BadRequest
+from gateway.settings import WebRtcSettings
+from gateway.webrtc import EncodedPayload, LegState, Passthrough, WebRtcLeg
+from gateway.webrtc import aiortc_internals as internals
+from tests.support.webrtc import (
+    BrowserPeer,
+    _strip_candidates,
+    offering_leg_to_peer,
+    peer_to_answering_leg,
+)
+
+pytestmark = pytest.mark.integration
+
+SETTINGS = WebRtcSettings(ice_addresses=["127.0.0.1"])
+
+
+def _gauge() -> float:
+    return float(metrics.WEBRTC_LEGS_ACTIVE._value.get())
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition that real media makes true (polling, bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Call:
+    peer_a: BrowserPeer
+    peer_b: BrowserPeer
+    leg_a: WebRtcLeg
+    leg_b: WebRtcLeg
+    passthrough: Passthrough
+    clock: FakeClock
+    seen_at_a: dict[str, list[bytes]]
+
+
+@pytest.fixture
+async def call() -> AsyncIterator[Call]:
+    clock = FakeClock()
+    peer_a, peer_b = BrowserPeer(), BrowserPeer()
+    leg_a, leg_b = WebRtcLeg(SETTINGS, clock=clock), WebRtcLeg(SETTINGS, clock=clock)
+    seen_at_a: dict[str, list[bytes]] = {"audio": [], "video": []}
+    for kind in ("audio", "video"):
+        leg_a.subscribe(kind, lambda p, kind=kind: seen_at_a[kind].append(p.payload))
+    await peer_to_answering_leg(peer_a, leg_a)  # the browser calls in
+    await offering_leg_to_peer(leg_b, peer_b)  # the gateway calls out
+    await asyncio.wait_for(asyncio.gather(leg_a.connected.wait(), leg_b.connected.wait()), 15)
+    passthrough = Passthrough(leg_a, leg_b, clock=clock)
+    yield Call(peer_a, peer_b, leg_a, leg_b, passthrough, clock, seen_at_a)
+    passthrough.close()
+    for closable in (leg_a, leg_b, peer_a, peer_b):
+        await closable.close()
+
+
+async def test_media_flows_through_without_decoding(call: Call) -> None:
+    peer_b = call.peer_b
+    await _until(lambda: peer_b.video_frames >= 30 and peer_b.loud_audio_frames >= 25)
+    assert call.leg_a.state is call.leg_b.state is LegState.CONNECTED
+    assert call.leg_a.send_codec("video") == call.leg_b.send_codec("video") == "VP8"
+    assert call.leg_b.send_codec("audio") == "opus"
+    # The gateway never decoded: no decoder thread on its receivers, no encoder
+    # on its senders but the passthrough one ...
+    for leg in (call.leg_a, call.leg_b):
+        assert not leg.receivers_decoding()
+        assert leg._pc is not None
+        for sender in leg._pc.getSenders():
+            assert isinstance(internals.encoder_of(sender), internals.PassthroughEncoder)
+    # ... and B's browser got byte for byte the payloads A's browser sent.
+    for kind in ("audio", "video"):
+        sent = call.seen_at_a[kind]
+        received = [p.payload for p in peer_b.rtp[kind]]
+        assert len(received) > 20
+        start = sent.index(received[0])
+        assert received == sent[start : start + len(received)], kind
+    # and the other way round, B -> A
+    await _until(lambda: call.peer_a.video_frames >= 30 and call.peer_a.loud_audio_frames >= 25)
+    assert call.passthrough.a_to_b.stats.dropped == 0
+
+
+async def test_keyframe_request_from_b_reaches_a(call: Call) -> None:
+    peer_a, peer_b = call.peer_a, call.peer_b
+    await _until(lambda: len(peer_b.rtp["video"]) > 0 and peer_b.video_frames >= 10)
+    call.clock.advance(10)  # past the pacing of the requests made at connect
+    asked_before = peer_a.keyframe_requests
+    keyframes_before = peer_b.video_keyframes()
+    forwarded_before = call.passthrough.a_to_b.stats.keyframe_requests
+    # B's browser lost a picture: its receiver sends a PLI to leg B.
+    await internals.send_pli(peer_b.receivers["video"], peer_b.rtp["video"][-1].ssrc)
+    await _until(lambda: peer_a.keyframe_requests > asked_before)
+    await _until(lambda: peer_b.video_keyframes() > keyframes_before)
+    assert call.passthrough.a_to_b.stats.keyframe_requests == forwarded_before + 1
+
+
+async def test_trickled_candidates_both_ways() -> None:
+    peer = BrowserPeer(audio=False)
+    leg = WebRtcLeg(SETTINGS)
+    local: list[tuple[str | None, str | None, int | None]] = []
+    leg.on_candidate = lambda c, mid, index: local.append((c, mid, index))
+    offer = await peer.offer(strip_candidates=True)
+    assert "a=candidate" not in offer
+    answer = await leg.accept_offer(offer)
+    assert local[-1] == (None, None, None)  # end of candidates
+    assert local[0][0] is not None and " 127.0.0.1 " in local[0][0]
+    assert all(" typ host" in c for c, _mid, _i in local[:-1] if c)
+    await peer.accept_answer(_strip_candidates(answer))
+    for candidate, mid, index in peer.local_candidates():
+        await leg.add_ice_candidate(candidate, mid, index)
+    await leg.add_ice_candidate(None)
+    from aiortc.sdp import candidate_from_sdp
+
+    for candidate, mid, index in local[:-1]:
+        assert candidate is not None
+        parsed = candidate_from_sdp(candidate.removeprefix("candidate:"))
+        parsed.sdpMid, parsed.sdpMLineIndex = mid, index
+        await peer.pc.addIceCandidate(parsed)
+    await peer.pc.addIceCandidate(None)
+    await asyncio.wait_for(leg.connected.wait(), 15)
+    with pytest.raises(BadRequest):
+        await leg.add_ice_candidate("candidate:garbage", "0")
+    await leg.close()
+    await peer.close()
+
+
+async def test_ice_restart_rebuilds_the_transport_and_keeps_media_flowing() -> None:
+    leg = WebRtcLeg(SETTINGS)
+    states: list[LegState] = []
+    leg.on_state.append(lambda _leg, state: states.append(state))
+    got: list[EncodedPayload] = []
+    leg.subscribe("video", got.append)
+    first = BrowserPeer(audio=False)
+    offer = await first.offer()
+    await first.accept_answer(await leg.accept_offer(offer))
+    await asyncio.wait_for(leg.connected.wait(), 15)
+    with pytest.raises(BadRequest, match="without ICE restart"):
+        await leg.accept_offer(offer)  # same ice-ufrag
+    await _until(lambda: len(got) > 10)
+    ssrc_before = got[-1].ssrc
+    # The browser comes back with a new ice-ufrag (here: a new peer connection).
+    again = BrowserPeer(audio=False)
+    await again.accept_answer(await leg.accept_offer(await again.offer()))
+    await _until(lambda: states[-1] is LegState.CONNECTED)
+    assert states == [
+        LegState.CONNECTING,
+        LegState.CONNECTED,
+        LegState.RESTARTING,
+        LegState.CONNECTING,
+        LegState.CONNECTED,
+    ]
+    await _until(lambda: got[-1].ssrc != ssrc_before)  # the same subscription, new media
+    for closable in (leg, first, again):
+        await closable.close()
+
+
+async def test_ice_failure_is_counted() -> None:
+    leg = WebRtcLeg(SETTINGS.model_copy(update={"connect_timeout": 1.0}))
+    peer = BrowserPeer(audio=False)
+    failures = metrics.ICE_FAILURES._value.get()
+    offer = await peer.offer(strip_candidates=True)
+    await leg.accept_offer(offer)
+    await leg.add_ice_candidate("candidate:1 1 udp 2130706431 127.0.0.1 9 typ host", "0", 0)
+    await leg.add_ice_candidate(None)  # the only candidate is a dead port
+    await _until(lambda: leg.state is LegState.FAILED)
+    assert metrics.ICE_FAILURES._value.get() == failures + 1
+    await leg.close()
+    await peer.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith("asyncio_"))
+
+
+async def test_closing_legs_leaks_nothing() -> None:
+    gauge, fds, threads = _gauge(), _open_fds(), _threads()
+    tasks = len(asyncio.all_tasks())
+    peer_a, peer_b = BrowserPeer(), BrowserPeer(send=False)
+    leg_a, leg_b = WebRtcLeg(SETTINGS), WebRtcLeg(SETTINGS)
+    assert _gauge() == gauge + 2
+    await peer_to_answering_leg(peer_a, leg_a)
+    await offering_leg_to_peer(leg_b, peer_b)
+    await asyncio.wait_for(asyncio.gather(leg_a.connected.wait(), leg_b.connected.wait()), 15)
+    passthrough = Passthrough(leg_a, leg_b)
+    await _until(lambda: peer_b.video_frames >= 10)
+    passthrough.close()
+    await leg_a.close()
+    await leg_b.close()
+    assert _gauge() == gauge
+    await peer_a.close()
+    await peer_b.close()
+    await asyncio.sleep(0.2)  # let cancelled aiortc tasks finish
+    assert _open_fds() == fds
+    assert len(asyncio.all_tasks()) == tasks, asyncio.all_tasks()
+    assert _threads() == threads  # decoder threads (the loop's executor may keep its own)

@@ -1,0 +1,176 @@
+"""aiortc peers standing in for browsers, on loopback only (tests and bench/webrtc.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import math
+import re
+
+import numpy as np
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.mediastreams import (
+    AudioStreamTrack,
+    MediaStreamError,
+    MediaStreamTrack,
+    VideoStreamTrack,
+)
+from aiortc.rtp import RtpPacket
+from av import AudioFrame, VideoFrame
+
+from gateway.webrtc import aiortc_internals as internals
+from gateway.webrtc.leg import WebRtcLeg
+
+LOOPBACK = ["127.0.0.1"]
+
+
+class PatternTrack(VideoStreamTrack):
+    """Moving stripes, so every frame differs and the encoder has work to do."""
+
+    def __init__(self, width: int = 320, height: int = 240) -> None:
+        super().__init__()
+        self.width, self.height = width, height
+        rows = np.arange(height, dtype=np.uint16)[:, None]
+        self._base = np.repeat(((rows * 4) % 256).astype(np.uint8), width, axis=1)
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        shift = (pts // 3000) % self.height
+        luma = np.roll(self._base, int(shift), axis=0)
+        image = np.stack([luma, 255 - luma, luma // 2], axis=2)
+        frame = VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
+class ToneTrack(AudioStreamTrack):
+    """A 440 Hz tone at about -12 dBFS, 20 ms frames at 48 kHz."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sample = 0
+
+    async def recv(self) -> AudioFrame:
+        await asyncio.sleep(0)  # keep AudioStreamTrack's pacing below
+        silence = await super().recv()
+        assert isinstance(silence, AudioFrame)
+        samples = silence.samples
+        t = (np.arange(samples) + self._sample) / 48000
+        self._sample += samples
+        tone = (0.25 * 32767 * np.sin(2 * math.pi * 440 * t)).astype(np.int16)
+        frame = AudioFrame.from_ndarray(tone.reshape(1, -1), format="s16", layout="mono")
+        frame.pts, frame.sample_rate = silence.pts, 48000
+        frame.time_base = fractions.Fraction(1, 48000)
+        return frame
+
+
+def is_vp8_keyframe(payload: bytes) -> bool:
+    descriptor, rest = VpxPayloadDescriptor.parse(payload)
+    return bool(
+        descriptor.partition_start and descriptor.partition_id == 0 and rest and not rest[0] & 1
+    )
+
+
+class BrowserPeer:
+    """One aiortc peer connection playing a browser: counts what it decodes."""
+
+    def __init__(self, *, video: bool = True, audio: bool = True, send: bool = True) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.video_frames = 0
+        self.audio_frames = 0
+        self.loud_audio_frames = 0
+        self.rtp: dict[str, list[RtpPacket]] = {"audio": [], "video": []}
+        self.keyframe_requests = 0
+        self.senders: dict[str, RTCRtpSender] = {}
+        self.receivers: dict[str, RTCRtpReceiver] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        for kind, wanted in (("video", video), ("audio", audio)):
+            if not wanted:
+                continue
+            track = (PatternTrack() if kind == "video" else ToneTrack()) if send else None
+            transceiver = self.pc.addTransceiver(
+                track or kind, direction="sendrecv" if send else "recvonly"
+            )
+            self.senders[kind] = transceiver.sender
+            self.receivers[kind] = transceiver.receiver
+            internals.on_keyframe_request(transceiver.sender, self._keyframe_asked)
+        self.pc.on("track", self._on_track)
+
+    def _keyframe_asked(self) -> None:
+        self.keyframe_requests += 1
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._tasks.append(asyncio.ensure_future(self._consume(track)))
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        kind = track.kind
+        receiver = self.receivers.get(kind)
+        if receiver is not None:
+            internals.tap_rtp(receiver, self.rtp[kind].append)
+        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            while True:
+                frame = await track.recv()
+                if kind == "video":
+                    self.video_frames += 1
+                else:
+                    assert isinstance(frame, AudioFrame)
+                    self.audio_frames += 1
+                    samples = frame.to_ndarray().astype(np.float64)
+                    if np.sqrt(np.mean(samples**2)) > 1000:
+                        self.loud_audio_frames += 1
+
+    def video_keyframes(self) -> int:
+        return sum(1 for p in self.rtp["video"] if is_vp8_keyframe(p.payload))
+
+    async def offer(self, *, strip_candidates: bool = False) -> str:
+        internals.pin_host_addresses(self.pc, LOOPBACK)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        sdp = str(self.pc.localDescription.sdp)
+        return _strip_candidates(sdp) if strip_candidates else sdp
+
+    async def accept_answer(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+
+    async def answer(self, offer: str) -> str:
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        internals.pin_host_addresses(self.pc, LOOPBACK)
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return str(self.pc.localDescription.sdp)
+
+    def local_candidates(self) -> list[tuple[str, str | None, int]]:
+        from aiortc.sdp import candidate_to_sdp
+
+        transceiver = self.pc.getTransceivers()[0]
+        gatherer = transceiver.sender.transport.transport.iceGatherer
+        return [
+            ("candidate:" + candidate_to_sdp(c), transceiver.mid, 0)
+            for c in gatherer.getLocalCandidates()
+        ]
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _strip_candidates(sdp: str) -> str:
+    return re.sub(r"a=(candidate:[^\r\n]*|end-of-candidates)\r\n", "", sdp)
+
+
+async def peer_to_answering_leg(peer: BrowserPeer, leg: WebRtcLeg) -> None:
+    """The browser offers, the gateway leg answers."""
+    await peer.accept_answer(await leg.accept_offer(await peer.offer()))
+
+
+async def offering_leg_to_peer(leg: WebRtcLeg, peer: BrowserPeer) -> None:
+    """The gateway leg offers, the browser answers."""
+    await leg.accept_answer(await peer.answer(await leg.create_offer()))
