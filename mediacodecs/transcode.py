@@ -57,6 +57,10 @@ class _Transcoder(Generic[FrameT]):
         self._lost = 0
         self._controls: list[Callable[[], None]] = []
         self._open = True
+        #: Frames the decoder produced from payloads (concealment not counted).
+        self.frames_decoded = 0
+        #: Frames the encoder turned into at least one payload.
+        self.frames_encoded = 0
         MEDIA_TRANSCODES_ACTIVE.labels(kind=self.kind).inc()
 
     @property
@@ -90,7 +94,9 @@ class _Transcoder(Generic[FrameT]):
         for index in range(lost):
             # The last lost packet may be recoverable from this one (Opus FEC).
             out += self._encode(self._decoder.conceal(payload if index == lost - 1 else None))
-        out += self._encode(self._decoder.decode(payload))
+        frames = self._decoder.decode(payload)
+        self.frames_decoded += len(frames)
+        out += self._encode(frames)
         return out
 
     def conceal(self, next_payload: RtpPayload | None = None) -> list[RtpPayload]:
@@ -118,7 +124,9 @@ class _Transcoder(Generic[FrameT]):
     def _encode(self, frames: list[FrameT]) -> list[RtpPayload]:
         out: list[RtpPayload] = []
         for frame in frames:
-            out += self._encoder.encode(frame)
+            payloads = self._encoder.encode(frame)
+            self.frames_encoded += bool(payloads)
+            out += payloads
         return out
 
 
