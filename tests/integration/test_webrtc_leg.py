@@ -56,6 +56,10 @@ class Call:
     seen_at_a: dict[str, list[bytes]]
 
 
+def _collector(into: list[bytes]) -> Callable[[EncodedPayload], None]:
+    return lambda payload: into.append(payload.payload)
+
+
 @pytest.fixture
 async def call() -> AsyncIterator[Call]:
     clock = FakeClock()
@@ -63,7 +67,7 @@ async def call() -> AsyncIterator[Call]:
     leg_a, leg_b = WebRtcLeg(SETTINGS, clock=clock), WebRtcLeg(SETTINGS, clock=clock)
     seen_at_a: dict[str, list[bytes]] = {"audio": [], "video": []}
     for kind in ("audio", "video"):
-        leg_a.subscribe(kind, lambda p, kind=kind: seen_at_a[kind].append(p.payload))
+        leg_a.subscribe(kind, _collector(seen_at_a[kind]))
     await peer_to_answering_leg(peer_a, leg_a)  # the browser calls in
     await offering_leg_to_peer(leg_b, peer_b)  # the gateway calls out
     await asyncio.wait_for(asyncio.gather(leg_a.connected.wait(), leg_b.connected.wait()), 15)
@@ -130,10 +134,10 @@ async def test_trickled_candidates_both_ways() -> None:
     await leg.add_ice_candidate(None)
     from aiortc.sdp import candidate_from_sdp
 
-    for candidate, mid, index in local[:-1]:
-        assert candidate is not None
-        parsed = candidate_from_sdp(candidate.removeprefix("candidate:"))
-        parsed.sdpMid, parsed.sdpMLineIndex = mid, index
+    for line, line_mid, line_index in local[:-1]:
+        assert line is not None
+        parsed = candidate_from_sdp(line.removeprefix("candidate:"))
+        parsed.sdpMid, parsed.sdpMLineIndex = line_mid, line_index
         await peer.pc.addIceCandidate(parsed)
     await peer.pc.addIceCandidate(None)
     await asyncio.wait_for(leg.connected.wait(), 15)
