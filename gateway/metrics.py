@@ -171,6 +171,23 @@ ICE_FAILURES = Counter(
     registry=REGISTRY,
 )
 
+# --- appointments ---------------------------------------------------------------------
+APPOINTMENTS = Counter(
+    "gatewayd_appointments_total",
+    "Appointment calls by how they ended (completed, rejected, abandoned, failed)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WAITING_PARTICIPANTS = Gauge(
+    "gatewayd_waiting_participants", "Citizens in a waiting room now", registry=REGISTRY
+)
+TIME_TO_ADMIT = Histogram(
+    "gatewayd_time_to_admit_seconds",
+    "From a citizen entering the waiting room to the agent admitting them",
+    buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+    registry=REGISTRY,
+)
+
 SIP_METHODS = frozenset(
     {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK",
      "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE"}
@@ -191,6 +208,8 @@ for _kind in ("audio", "video"):
     MEDIA_PASSTHROUGH_ACTIVE.labels(kind=_kind)
 for _direction in ("in", "out"):
     RTP_PACKETS.labels(direction=_direction)
+for _outcome in ("completed", "rejected", "abandoned", "failed"):
+    APPOINTMENTS.labels(outcome=_outcome)
 
 
 def set_build_info() -> None:
