@@ -370,6 +370,53 @@ class AppointmentSettings(Section):
     public_url: AnyHttpUrl | None = None
 
 
+class FooterLink(Section):
+    """One link in the footer of every page (imprint, privacy policy, accessibility)."""
+
+    label: Annotated[str, Field(min_length=1, max_length=80)]
+    url: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^(https?://|/)")]
+
+
+def _relative_luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+class BrandingSettings(Section):
+    """The agency's look on the citizen and agent pages."""
+
+    #: Shown in the header and the page titles.
+    agency_name: Annotated[str, Field(min_length=1, max_length=120)] = "gatewayd"
+    #: PNG, SVG, JPEG or WebP file served as /branding/logo; none: the name only.
+    logo_file: Path | None = None
+    #: Buttons and the header bar, #rrggbb; white text on it needs 4.5:1 contrast (WCAG AA).
+    primary_color: Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")] = "#004b87"
+    #: Footer links, e.g. imprint and privacy policy.
+    footer_links: list[FooterLink] = Field(default_factory=list)
+
+    @field_validator("primary_color")
+    @classmethod
+    def _contrast(cls, value: str) -> str:
+        ratio = 1.05 / (_relative_luminance(value) + 0.05)
+        if ratio < 4.5:
+            raise ValueError(
+                f"white text on {value} has contrast {ratio:.1f}:1; WCAG AA needs 4.5:1"
+            )
+        return value.lower()
+
+    @field_validator("logo_file")
+    @classmethod
+    def _logo(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if value.suffix.lower() not in (".png", ".svg", ".jpg", ".jpeg", ".webp"):
+            raise ValueError("the logo must be a .png, .svg, .jpg or .webp file")
+        if not value.is_file():
+            raise ValueError(f"{value} does not exist or is not a file")
+        return value
+
+
 class Settings(Section):
     """Everything an operator can set. Defaults are the embedded one-node setup."""
 
@@ -388,6 +435,7 @@ class Settings(Section):
     webrtc: WebRtcSettings = WebRtcSettings()
     api: ApiSettings = ApiSettings()
     appointments: AppointmentSettings = AppointmentSettings()
+    branding: BrandingSettings = BrandingSettings()
     systemd: SystemdSettings = SystemdSettings()
 
     @model_validator(mode="after")
