@@ -11,6 +11,7 @@ BENCHMARKS = {
     "rtp": "bench.rtp",
     "media_codecs": "bench.media_codecs",
     "media": "bench.media",
+    "webrtc": "bench.webrtc",
 }
 
 
