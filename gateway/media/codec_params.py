@@ -34,8 +34,8 @@ from gateway.media.sdp_attributes import (
 # they are left out of "no common codec" messages and of codec ordering.
 AUXILIARY_CODECS = frozenset({"telephone-event", "cn", "rtx", "red", "ulpfec", "flexfec-03"})
 
-# RFC 6184 section 8.1: an absent profile-level-id means Baseline level 1.0.
-H264_DEFAULT_PROFILE_LEVEL_ID = "420010"
+# RFC 6184 section 8.1: an absent profile-level-id means Baseline level 1.0 (level_idc 10).
+H264_DEFAULT_PROFILE_LEVEL_ID = "42000a"
 
 # RFC 4733 section 2.4.1: an absent fmtp means the DTMF events 0-15.
 TELEPHONE_EVENT_DEFAULT = "0-15"

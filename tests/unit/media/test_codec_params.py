@@ -39,7 +39,7 @@ OURS_CB = CodecCapability(
         ("profile-level-id=42e01f", False),  # packetization-mode 0 by default
         ("profile-level-id=42e01f;packetization-mode=0", False),
         ("profile-level-id=zzzzzz;packetization-mode=1", False),
-        ("packetization-mode=1", False),  # absent means 420010, Baseline
+        ("packetization-mode=1", False),  # absent means 42000a, Baseline
     ],
 )
 def test_h264_profile_and_packetization_mode_must_match(offered: str, matches: bool) -> None:
@@ -49,7 +49,15 @@ def test_h264_profile_and_packetization_mode_must_match(offered: str, matches: b
 def test_h264_absent_profile_level_id_is_baseline_level_1() -> None:
     baseline = CodecCapability("H264", 90000, 98, fmtp="profile-level-id=42001f")
     assert baseline.matches(h264(None))
-    assert H264ProfileLevelId.parse(None) == H264ProfileLevelId(0x42, 0x00, 0x10)
+    assert H264ProfileLevelId.parse(None) == H264ProfileLevelId(0x42, 0x00, 0x0A)
+
+
+def test_h264_absent_profile_level_id_answers_level_1_0() -> None:
+    # RFC 6184 8.1: absent means 42000A; without level asymmetry the answer
+    # takes the lower level, so it must be level_idc 10 (0x0a), not 0x10.
+    ours = CodecCapability("H264", 90000, 98, fmtp="profile-level-id=42001f")
+    answer = parse_fmtp_parameters(ours.answer_fmtp(h264(None)))
+    assert answer["profile-level-id"] == "42000a"
 
 
 def test_h264_answer_carries_our_level_with_level_asymmetry() -> None:
