@@ -232,7 +232,7 @@ async def _run(calls: int, warmup: float, window: float) -> dict[str, float]:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench webrtc")
-    parser.add_argument("--calls", default="5,20")
+    parser.add_argument("--calls", default="10,40")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--window", type=float, default=10.0)
     args = parser.parse_args(argv)
