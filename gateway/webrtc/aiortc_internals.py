@@ -14,10 +14,12 @@ What is relied on (aiortc 1.16.0, aioice 0.13.0):
   instance), ``receive(parameters)`` (wrapped: the decoder thread it starts
   is stopped at once through ``_RTCRtpReceiver__stop_decoder``),
   ``_RTCRtpReceiver__codecs`` / ``__remote_streams`` / ``__decoder_thread``,
-  ``_send_rtcp_pli(media_ssrc)``, ``StreamStatistics``.
+  ``_send_rtcp_pli(media_ssrc)``, ``_send_rtcp(packet)``,
+  ``_RTCRtpReceiver__rtcp_ssrc``, ``StreamStatistics``.
 * sender: ``_RTCRtpSender__encoder`` (pre-set to ``PassthroughEncoder`` so
   ``_next_encoded_frame`` calls its ``pack()`` for anything that is not an
-  ``av.Frame``), ``_send_keyframe()`` (wrapped to surface PLI/FIR).
+  ``av.Frame``, and sets its ``target_bitrate`` on REMB),
+  ``_send_keyframe()`` (wrapped to surface PLI/FIR).
 * ICE: ``RTCIceGatherer._connection`` and ``aioice.Connection.
   get_component_candidates(component, addresses, timeout)``,
   ``_transport_policy``.
@@ -38,7 +40,7 @@ from aiortc.codecs.base import Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 from gateway import metrics
 
@@ -50,6 +52,7 @@ RECEIVER_CODECS = "_RTCRtpReceiver__codecs"
 RECEIVER_REMOTE_STREAMS = "_RTCRtpReceiver__remote_streams"
 RECEIVER_DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
 RECEIVER_STOP_DECODER = "_RTCRtpReceiver__stop_decoder"
+RECEIVER_RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 SENDER_ENCODER = "_RTCRtpSender__encoder"
 PINNED = "_gatewayd_pinned"
 
@@ -145,10 +148,23 @@ class ReceiverHook:
         """Send a PLI for the stream last received; False when none was received yet."""
         if self.last_ssrc is None:
             return False
-        task = asyncio.ensure_future(self.receiver._send_rtcp_pli(self.last_ssrc))
+        self._spawn(self.receiver._send_rtcp_pli(self.last_ssrc))
+        return True
+
+    def send_bitrate_estimate(self, bitrate: int) -> bool:
+        """Tell the remote sender how much it may send (RTCP REMB), as aiortc's receiver does."""
+        rtcp_ssrc = getattr(self.receiver, RECEIVER_RTCP_SSRC)
+        if self.last_ssrc is None or rtcp_ssrc is None:
+            return False
+        fci = pack_remb_fci(int(bitrate), [self.last_ssrc])
+        packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=fci)
+        self._spawn(self.receiver._send_rtcp(packet))
+        return True
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
         self._pli_tasks.add(task)
         task.add_done_callback(self._pli_tasks.discard)
-        return True
 
 
 def is_decoding(receiver: RTCRtpReceiver) -> bool:
@@ -182,7 +198,25 @@ class EncodedFrame:
 
 
 class PassthroughEncoder(Encoder):
-    """Hands pre-packetized payloads to ``RTCRtpSender._run_rtp`` unchanged."""
+    """Hands pre-packetized payloads to ``RTCRtpSender._run_rtp`` unchanged.
+
+    The sender sets ``target_bitrate`` when the remote peer sends a REMB;
+    ``on_bitrate`` passes it on (to the browser that really encodes).
+    """
+
+    def __init__(self, on_bitrate: Callable[[int], None] | None = None) -> None:
+        self.on_bitrate = on_bitrate
+        self._target_bitrate: int | None = None
+
+    @property
+    def target_bitrate(self) -> int | None:
+        return self._target_bitrate
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        self._target_bitrate = bitrate
+        if self.on_bitrate is not None:
+            self.on_bitrate(bitrate)
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         raise RuntimeError("a passthrough sender never encodes")
@@ -246,9 +280,14 @@ class PassthroughTrack(MediaStreamTrack):
         self._ready.set()
 
 
-def install_passthrough_sender(sender: RTCRtpSender) -> None:
-    """Make ``sender`` packetize ``EncodedFrame``s as they are, never building an encoder."""
-    setattr(sender, SENDER_ENCODER, PassthroughEncoder())
+def install_passthrough_sender(
+    sender: RTCRtpSender, on_bitrate: Callable[[int], None] | None = None
+) -> None:
+    """Make ``sender`` packetize ``EncodedFrame``s as they are, never building an encoder.
+
+    ``on_bitrate(bps)`` is called for every REMB the remote peer sends about this sender.
+    """
+    setattr(sender, SENDER_ENCODER, PassthroughEncoder(on_bitrate))
 
 
 def encoder_of(sender: RTCRtpSender) -> object | None:

@@ -3,8 +3,9 @@
 The leg answers a browser's offer (or makes one), trickles ICE candidates
 both ways, and moves media *encoded*: per kind, incoming RTP payloads go to
 subscribers (``subscribe``) and outgoing payloads are packetized as they are
-(``send_payload``); keyframe requests go both ways (``request_keyframe``,
-``on_keyframe_request``). Nothing is decoded or encoded here; the aiortc
+(``send_payload``); keyframe requests and bandwidth estimates (REMB) go both
+ways (``request_keyframe`` / ``on_keyframe_request``, ``send_bitrate_estimate``
+/ ``on_bitrate_estimate``). Nothing is decoded or encoded here; the aiortc
 internals that make this possible live in ``aiortc_internals``.
 
 ICE restart: aiortc 1.16 cannot restart ICE on a running transport, so a new
@@ -125,6 +126,7 @@ class WebRtcLeg:
         self.connected = asyncio.Event()
         self._subscribers: dict[str, list[PayloadCallback]] = {k: [] for k in kinds}
         self._keyframe_listeners: list[Callable[[str], None]] = []
+        self._bitrate_listeners: list[Callable[[str, int], None]] = []
         self._pc: RTCPeerConnection | None = None
         self._tracks: dict[str, internals.PassthroughTrack] = {}
         self._hooks: dict[str, internals.ReceiverHook] = {}
@@ -296,6 +298,17 @@ class WebRtcLeg:
         listeners.append(callback)
         return lambda: listeners.remove(callback) if callback in listeners else None
 
+    def send_bitrate_estimate(self, kind: str, bitrate: int) -> bool:
+        """Tell the browser how many bit/s it may send of ``kind`` (RTCP REMB)."""
+        hook = self._hooks.get(kind)
+        return hook.send_bitrate_estimate(bitrate) if hook is not None else False
+
+    def on_bitrate_estimate(self, callback: Callable[[str, int], None]) -> Callable[[], None]:
+        """``callback(kind, bps)`` when the browser says how much it can receive (REMB)."""
+        listeners = self._bitrate_listeners
+        listeners.append(callback)
+        return lambda: listeners.remove(callback) if callback in listeners else None
+
     def receivers_decoding(self) -> bool:
         """Whether any receiver of this leg decodes (it never should)."""
         if self._pc is None:
@@ -322,7 +335,9 @@ class WebRtcLeg:
         transceiver.direction = "sendrecv"
         track = internals.PassthroughTrack(kind)
         transceiver.sender.replaceTrack(track)
-        internals.install_passthrough_sender(transceiver.sender)
+        internals.install_passthrough_sender(
+            transceiver.sender, lambda bps: self._bitrate_estimated(kind, bps)
+        )
         internals.on_keyframe_request(transceiver.sender, lambda: self._keyframe_asked(kind))
         self._tracks[kind] = track
         self._hooks[kind] = internals.ReceiverHook(
@@ -345,6 +360,10 @@ class WebRtcLeg:
         )
         for callback in subscribers:
             callback(payload)
+
+    def _bitrate_estimated(self, kind: str, bitrate: int) -> None:
+        for callback in list(self._bitrate_listeners):
+            callback(kind, bitrate)
 
     def _keyframe_asked(self, kind: str) -> None:
         for callback in list(self._keyframe_listeners):

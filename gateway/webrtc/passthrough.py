@@ -6,7 +6,8 @@ is dropped and counted (``gatewayd_rtp_dropped_packets_total{reason=
 "codec_mismatch"}``): transcoding between browsers belongs to the router.
 Keyframe requests from B's browser go to A's browser, at most one per
 ``KEYFRAME_INTERVAL`` (on the injected clock), and each side is asked for a
-keyframe when the two are connected.
+keyframe when the two are connected. B's browser's bandwidth estimate (REMB)
+goes to A's browser, so A's encoder sends what B can take.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class DirectionStats:
     dropped: int = 0
     keyframe_requests: int = 0
     keyframe_requests_throttled: int = 0
+    bitrate_estimates: int = 0
 
 
 @dataclass(slots=True)
@@ -48,6 +50,11 @@ class _Direction:
             metrics.RTP_DROPPED.labels(reason="codec_mismatch").inc()
             return
         self.stats.forwarded += 1
+
+    def bitrate_estimated(self, kind: str, bitrate: int) -> None:
+        """The sink's browser can take ``bitrate``: the source's browser should send no more."""
+        if self.source.send_bitrate_estimate(kind, bitrate):
+            self.stats.bitrate_estimates += 1
 
     def keyframe_wanted(self, kind: str) -> None:
         """The sink's browser lost a picture: ask the source's browser for a keyframe."""
@@ -75,6 +82,7 @@ class Passthrough:
                 self._undo.append(direction.source.subscribe(kind, direction.forward))
             # the sink's browser asks the sink leg; the request goes to the source's browser
             self._undo.append(direction.sink.on_keyframe_request(direction.keyframe_wanted))
+            self._undo.append(direction.sink.on_bitrate_estimate(direction.bitrate_estimated))
         for kind in kinds:
             metrics.MEDIA_PASSTHROUGH_ACTIVE.labels(kind=kind).inc(2)
         self._kinds = kinds

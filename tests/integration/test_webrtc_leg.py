@@ -117,6 +117,23 @@ async def test_keyframe_request_from_b_reaches_a(call: Call) -> None:
     assert call.passthrough.a_to_b.stats.keyframe_requests == forwarded_before + 1
 
 
+async def test_bandwidth_estimate_from_b_reaches_a(call: Call) -> None:
+    """B's browser's REMB (about leg B's sender) becomes a REMB from leg A to A's browser."""
+    encoder = call.peer_a.senders["video"]
+    await _until(lambda: call.passthrough.a_to_b.stats.bitrate_estimates > 0, timeout=15)
+    vp8 = internals.encoder_of(encoder)
+    assert vp8 is not None and type(vp8).__name__ == "Vp8Encoder"
+    estimates: list[int] = []
+    call.leg_b.on_bitrate_estimate(lambda kind, bps: estimates.append(bps))
+    from aiortc.codecs.vpx import MAX_BITRATE, MIN_BITRATE
+
+    def a_follows_b() -> bool:
+        wanted = max(MIN_BITRATE, min(estimates[-1], MAX_BITRATE)) if estimates else None
+        return wanted is not None and getattr(vp8, "target_bitrate") == wanted  # noqa: B009
+
+    await _until(a_follows_b)
+
+
 async def test_trickled_candidates_both_ways() -> None:
     peer = BrowserPeer(audio=False)
     leg = WebRtcLeg(SETTINGS)

@@ -62,6 +62,9 @@ def test_receiver_internals(transceiver: RTCRtpTransceiver) -> None:
     assert _params(aiortc.rtcrtpreceiver.StreamStatistics) == ["clockrate"]
     assert _params(aiortc.rtcrtpreceiver.StreamStatistics.add) == ["self", "packet"]
     assert "__remote_streams.items()" in inspect.getsource(cls._run_rtcp)
+    assert _params(cls._send_rtcp) == ["self", "packet"]
+    assert internals.RECEIVER_RTCP_SSRC == "_RTCRtpReceiver__rtcp_ssrc"
+    assert isinstance(getattr(receiver, internals.RECEIVER_RTCP_SSRC), int)  # set by the pc
 
 
 def test_sender_internals(transceiver: RTCRtpTransceiver) -> None:
@@ -79,6 +82,9 @@ def test_sender_internals(transceiver: RTCRtpTransceiver) -> None:
     assert _params(cls._send_keyframe) == ["self"]
     rtcp = inspect.getsource(cls._handle_rtcp_packet)
     assert "RTCP_PSFB_PLI" in rtcp and "self._send_keyframe()" in rtcp
+    # REMB from the remote peer sets the encoder's target_bitrate when it has one.
+    assert 'hasattr(self.__encoder, "target_bitrate")' in rtcp
+    assert "self.__encoder.target_bitrate = bitrate" in rtcp
     abstract = Encoder.__abstractmethods__
     assert abstract == frozenset({"encode", "pack"})
     assert _params(Encoder.pack) == ["self", "packet"]
@@ -163,6 +169,14 @@ def test_passthrough_encoder_packs_as_is_and_never_encodes() -> None:
         encoder.pack(object())
     with pytest.raises(RuntimeError):
         encoder.encode(object())
+
+
+def test_passthrough_encoder_passes_bandwidth_estimates_on() -> None:
+    seen: list[int] = []
+    encoder = internals.PassthroughEncoder(seen.append)
+    before = encoder.target_bitrate
+    encoder.target_bitrate = 800_000
+    assert (before, encoder.target_bitrate, seen) == (None, 800_000, [800_000])
 
 
 def test_keyframe_request_hook_keeps_aiortc_behaviour(transceiver: RTCRtpTransceiver) -> None:
