@@ -1,0 +1,1 @@
+"""Rooms: an appointment's participants, waiting room and admission."""

@@ -1,0 +1,376 @@
+"""The browser signaling WebSocket (``/ws``, protocol in docs/signaling.md).
+
+One ``SignalingSession`` per socket: it authenticates the ``hello`` (citizen
+link token, or agent session cookie plus CSRF token), puts the participant
+in the appointment's room, and turns messages into room actions and WebRTC
+leg operations. Every frame is size-capped by aiohttp (``max_msg_size``),
+rate-limited by a token bucket, and checked before use; a bad frame gets an
+``error`` and the socket stays open, a flood gets closed with 1008.
+
+Outgoing frames go through a bounded queue and one writer task, so a slow
+browser cannot make the room wait; a browser that lets 256 frames pile up is
+disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from gateway.clock import Clock, SystemClock
+from gateway.errors import GatewayError
+from gateway.log import get_logger
+from gateway.rooms.room import Message, Participant, Role, Room, Rooms
+from gateway.settings import Settings
+from gateway.store.appointments import LinkExpired, LinkNotYet
+from gateway.web.keys import CALLS, SETTINGS, STORE
+from gateway.webrtc.ice import ice_servers
+from gateway.webrtc.leg import LegState, WebRtcLeg
+from gateway.webrtc.passthrough import Passthrough
+
+log = get_logger(__name__)
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 64 * 1024
+OUTBOX = 256
+RATE, BURST = 20.0, 60.0  # frames per second, bucket size
+SESSION_COOKIE = "gatewayd_session"
+MAX_SDP = 60_000
+
+ROOMS = web.AppKey("rooms", Rooms)
+_closing: set[asyncio.Task[None]] = set()  # leg closes that outlive a cancelled handler
+routes = web.RouteTableDef()
+
+
+class ProtocolError(GatewayError):
+    """A frame that breaks docs/signaling.md."""
+
+    http_status = 400
+    reason = "bad_message"
+
+    def __init__(self, message: str, code: str = "bad_message") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _text(message: Message, key: str, limit: int, *, optional: bool = False) -> str | None:
+    value = message.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise ProtocolError(f"{key} must be a string of at most {limit} characters")
+    return value
+
+
+def connect_legs(a: Any, b: Any) -> Callable[[], None]:
+    """The room's ``connect`` for two browsers: forward encoded media both ways."""
+    return Passthrough(a, b).close
+
+
+class _Bucket:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.tokens = BURST
+        self.at = clock.monotonic()
+
+    def take(self) -> bool:
+        now = self.clock.monotonic()
+        self.tokens = min(BURST, self.tokens + (now - self.at) * RATE)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class SignalingSession:
+    """One browser's socket, from hello to close."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, clock: Clock) -> None:
+        self.request = request
+        self.ws = ws
+        self.clock = clock
+        self.settings: Settings = request.app[SETTINGS]()
+        self.outbox: asyncio.Queue[Message | None] = asyncio.Queue(OUTBOX)
+        self.room: Room | None = None
+        self.participant: Participant | None = None
+        self.leg: WebRtcLeg | None = None
+        self.call_id = ""
+        self._bucket = _Bucket(clock)
+
+    # --- the socket ------------------------------------------------------------------------
+    def send(self, message: Message) -> None:
+        """Queue a frame for the browser; a browser that stopped reading is dropped."""
+        try:
+            self.outbox.put_nowait({"v": PROTOCOL_VERSION, **message})
+        except asyncio.QueueFull:
+            log.info("signaling: browser not reading, closing", call_id=self.call_id)
+            asyncio.get_running_loop().create_task(self.ws.close(code=1008))
+
+    async def _writer(self) -> None:
+        while (message := await self.outbox.get()) is not None:
+            if self.ws.closed:
+                return
+            await self.ws.send_str(json.dumps(message))
+
+    async def run(self) -> None:
+        """Serve the socket until it closes, then clean up."""
+        writer = asyncio.get_running_loop().create_task(self._writer())
+        try:
+            async for frame in self.ws:
+                if frame.type is not WSMsgType.TEXT:
+                    if frame.type is WSMsgType.BINARY:
+                        self.send({"type": "error", "code": "bad_message",
+                                   "message": "text frames only"})  # fmt: skip
+                    continue
+                if not self._bucket.take():
+                    self.send({"type": "error", "code": "rate_limited", "message": "too fast"})
+                    await asyncio.sleep(0.05)  # let the error go out first
+                    await self.ws.close(code=1008, message=b"rate limited")
+                    break
+                await self._frame(frame.data)
+        finally:
+            await self._cleanup()
+            if self.outbox.full():
+                writer.cancel()
+            else:
+                self.outbox.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await writer
+
+    async def _frame(self, data: str) -> None:
+        try:
+            try:
+                message = json.loads(data)
+            except ValueError:
+                raise ProtocolError("not JSON") from None
+            if not isinstance(message, dict) or message.get("v") != PROTOCOL_VERSION:
+                raise ProtocolError(f"a JSON object with v={PROTOCOL_VERSION} is expected")
+            kind = message.get("type")
+            handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                raise ProtocolError(f"unknown message type {kind!r}")
+            if kind != "hello" and self.participant is None:
+                raise ProtocolError("say hello first", "not_joined")
+            await handler(self, message)
+        except ProtocolError as exc:
+            self.send({"type": "error", "code": exc.code, "message": exc.message})
+        except GatewayError as exc:
+            self.send({"type": "error", "code": exc.reason.lower().replace(" ", "_"),
+                       "message": exc.message})  # fmt: skip
+
+    # --- joining ---------------------------------------------------------------------------------
+    async def hello(self, message: Message) -> None:
+        """Authenticate and join the appointment's room."""
+        if self.participant is not None:
+            raise ProtocolError("already joined")
+        role = message.get("role")
+        store = self.request.app[STORE]
+        if role == "citizen":
+            token = _text(message, "token", 64) or ""
+            try:
+                appointment = await store.appointments.by_token(token)
+            except LinkExpired as exc:
+                raise ProtocolError(exc.message, "expired") from None
+            except LinkNotYet as exc:
+                raise ProtocolError(exc.message, "too_early") from None
+            except GatewayError:
+                raise ProtocolError("no such appointment", "not_found") from None
+            joined_as = Role.CITIZEN
+        elif role == "agent":
+            session = await store.agents.session(self.request.cookies.get(SESSION_COOKIE, ""))
+            csrf = _text(message, "csrf", 64)
+            if session is None or csrf != session.csrf_token:
+                raise ProtocolError("log in first", "unauthorized")
+            try:
+                appointment = await store.appointments.get(_text(message, "appointment", 64) or "")
+            except GatewayError:
+                raise ProtocolError("no such appointment", "not_found") from None
+            joined_as = Role.AGENT
+        else:
+            raise ProtocolError("role must be citizen or agent")
+        calls = self.request.app[CALLS]
+        calls.admit()
+        self.room = self.request.app[ROOMS].get(appointment.id)
+        self.participant = self.room.join(joined_as, self.send)
+        self.call_id = "web-" + self.participant.id
+        calls.add(self)
+        servers = ice_servers(
+            list(self.settings.webrtc.ice_servers), user=self.participant.id, now=self.clock.time()
+        )
+        self.send({
+            "type": "welcome",
+            "participant": self.participant.id,
+            "role": joined_as.value,
+            "appointment": {"id": appointment.id, "language": appointment.language},
+            "ice_servers": [
+                {"urls": s.urls, "username": s.username, "credential": s.credential}
+                for s in servers
+            ],
+        })  # fmt: skip
+        if joined_as is Role.AGENT:
+            self.send(self.room.lobby())
+        log.info("signaling: joined", call_id=self.call_id, role=joined_as.value)
+
+    # --- media -----------------------------------------------------------------------------------
+    def _in_call(self) -> tuple[Room, Participant]:
+        room, participant = self.room, self.participant
+        assert room is not None and participant is not None
+        if participant.presence.value != "admitted":
+            raise ProtocolError("media starts once you are admitted", "not_admitted")
+        return room, participant
+
+    async def offer(self, message: Message) -> None:
+        """The browser's offer (first, ICE restart): answer it from our leg."""
+        self._in_call()
+        sdp = _text(message, "sdp", MAX_SDP) or ""
+        if self.leg is None or self.leg.state is LegState.CLOSED:
+            self.leg = WebRtcLeg(self.settings.webrtc, leg_id=self.call_id)
+            self.leg.on_candidate = self._local_candidate
+            self.leg.on_state.append(self._leg_state)
+        answer = await self.leg.accept_offer(sdp)
+        self.send({"type": "answer", "sdp": answer})
+
+    def _leg_state(self, leg: WebRtcLeg, state: LegState) -> None:
+        # Media is linked once the transport is up (again, after an ICE restart):
+        # linking asks both browsers for a keyframe, which must find a path.
+        room, participant = self.room, self.participant
+        if room is None or participant is None or participant.presence.value != "admitted":
+            return
+        if state is LegState.CONNECTED:
+            room.set_leg(participant, leg)
+        elif state in (LegState.FAILED, LegState.CLOSED):
+            room.set_leg(participant, None)
+
+    def _local_candidate(self, candidate: str | None, mid: str | None, index: int | None) -> None:
+        body = None if candidate is None else {
+            "candidate": candidate, "sdpMid": mid, "sdpMLineIndex": index,
+        }  # fmt: skip
+        self.send({"type": "candidate", "candidate": body})
+
+    async def candidate(self, message: Message) -> None:
+        """A trickled candidate from the browser."""
+        if self.leg is None:
+            raise ProtocolError("send the offer before candidates")
+        body = message.get("candidate")
+        if body is None:
+            await self.leg.add_ice_candidate(None)
+            return
+        if not isinstance(body, dict):
+            raise ProtocolError("candidate must be an object or null")
+        index = body.get("sdpMLineIndex")
+        if index is not None and not isinstance(index, int):
+            raise ProtocolError("sdpMLineIndex must be a number")
+        await self.leg.add_ice_candidate(
+            _text(body, "candidate", 1000), _text(body, "sdpMid", 64, optional=True), index
+        )
+
+    # --- the room ------------------------------------------------------------------------------
+    async def admit(self, message: Message) -> None:
+        """Agent lets a waiting citizen in."""
+        assert self.room is not None and self.participant is not None
+        self.room.admit(self.participant, _text(message, "participant", 64) or "")
+
+    async def reject(self, message: Message) -> None:
+        """Agent sends a waiting citizen away."""
+        assert self.room is not None and self.participant is not None
+        self.room.reject(self.participant, _text(message, "participant", 64) or "")
+
+    async def chat(self, message: Message) -> None:
+        """A chat line."""
+        assert self.room is not None and self.participant is not None
+        self.room.chat(self.participant, _text(message, "text", 4000) or "")
+
+    async def device(self, message: Message) -> None:
+        """Device status (camera, mic, browser, network quality)."""
+        assert self.room is not None and self.participant is not None
+        status = message.get("status")
+        if not isinstance(status, dict) or len(json.dumps(status)) > 2000:
+            raise ProtocolError("status must be a small object")
+        self.room.device(self.participant, status)
+
+    async def relay(self, message: Message) -> None:
+        """mute / screen: told to the other side."""
+        assert self.room is not None and self.participant is not None
+        kind = message["type"]
+        flags: Message = {k: message[k] for k in ("audio", "video", "on") if k in message}
+        if not all(isinstance(v, bool) for v in flags.values()):
+            raise ProtocolError(f"{kind} flags must be true or false")
+        self.room.relay(self.participant, {"type": kind, **flags})
+
+    async def quality(self, message: Message) -> None:
+        """high / low: the limits this browser should keep to."""
+        mode = message.get("mode")
+        if mode not in ("high", "low"):
+            raise ProtocolError("mode must be high or low")
+        limits = (
+            {"max_kbps": 200, "max_width": 320, "max_height": 240, "max_fps": 15}
+            if mode == "low"
+            else {"max_kbps": 1500, "max_width": 1280, "max_height": 720, "max_fps": 30}
+        )
+        self.send({"type": "limits", "mode": mode, **limits})
+        assert self.room is not None and self.participant is not None
+        self.room.relay(self.participant, {"type": "quality", "mode": mode})
+
+    async def hang_up(self, _message: Message) -> None:
+        """End the call for everyone."""
+        assert self.room is not None and self.participant is not None
+        self.room.hangup(self.participant)
+
+    # --- the end ---------------------------------------------------------------------------------
+    async def _cleanup(self) -> None:
+        # The bookkeeping first and without awaiting: aiohttp may cancel the
+        # handler once the browser's connection is gone.
+        if self.room is not None and self.participant is not None:
+            self.room.leave(self.participant)
+            self.request.app[ROOMS].forget_if_empty(self.room)
+        if self.call_id:
+            self.request.app[CALLS].remove(self.call_id)
+        if self.leg is not None:
+            closing = asyncio.get_running_loop().create_task(self.leg.close())
+            _closing.add(closing)
+            closing.add_done_callback(_closing.discard)
+            await asyncio.shield(closing)
+
+    async def hangup(self, reason: str) -> None:
+        """``gateway.calls.Call``: the node ends this browser's call (drain timeout)."""
+        if self.room is not None and self.participant is not None:
+            self.room.hangup(self.participant, reason)
+        self.send({"type": "ended", "reason": reason, "by": "gateway"})
+        await asyncio.sleep(0.05)
+        await self.ws.close()
+
+
+_HANDLERS: dict[str, Callable[[SignalingSession, Message], Any]] = {
+    "hello": SignalingSession.hello,
+    "offer": SignalingSession.offer,
+    "candidate": SignalingSession.candidate,
+    "admit": SignalingSession.admit,
+    "reject": SignalingSession.reject,
+    "chat": SignalingSession.chat,
+    "device": SignalingSession.device,
+    "mute": SignalingSession.relay,
+    "screen": SignalingSession.relay,
+    "quality": SignalingSession.quality,
+    "hangup": SignalingSession.hang_up,
+}
+
+
+@routes.get("/ws")
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """The signaling socket."""
+    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=20.0)
+    await ws.prepare(request)
+    await SignalingSession(request, ws, SystemClock()).run()
+    return ws
+
+
+def setup(app: web.Application, clock: Clock | None = None) -> None:
+    """Add the socket and the rooms to the web app."""
+    app[ROOMS] = Rooms(clock or SystemClock(), connect_legs)
+    app.add_routes(routes)

@@ -1,0 +1,212 @@
+"""The signaling socket end to end, in process: store, rooms, WebRTC legs, and
+aiortc peers playing the citizen's and the agent's browsers on loopback.
+
+Covers docs/signaling.md: hello for both roles, waiting room and admission,
+device status in the agent's lobby, offer/answer, media between the two
+browsers through the gateway, chat, quality limits, hang-up, bad frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway import metrics
+from gateway.calls import CallRegistry
+from gateway.settings import load_settings
+from gateway.store.service import StoreService
+from gateway.web import signaling
+from gateway.web.app import build_web_app
+from gateway.web.keys import STORE
+from tests.support.webrtc import BrowserPeer
+
+pytestmark = pytest.mark.integration
+
+
+class _Ready:
+    ready = True
+    state_name = "ready"
+    retry_after = 5
+
+
+@dataclass
+class Rig:
+    client: TestClient[Any, Any]
+    store: StoreService
+    calls: CallRegistry
+    agent_cookie: str
+    csrf: str
+    appointment: str
+    token: str
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    settings = load_settings(f"data_dir: {tmp_path}\nwebrtc:\n  ice_addresses: [127.0.0.1]\n")
+    store = StoreService()
+    await store.start(settings)
+    calls = CallRegistry()
+    app = build_web_app(_Ready(), lambda: settings, calls)
+    app[STORE] = store
+    signaling.setup(app)
+    agent = await store.agents.create("agent1", "Agent One", "a long password here")
+    cookie, session = await store.agents.start_session(agent)
+    appointment, token = await store.appointments.create()
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    yield Rig(client, store, calls, cookie, session.csrf_token, appointment.id, token)
+    await client.close()
+    await store.stop()
+
+
+class Socket:
+    """One browser page's signaling socket."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+
+    async def send(self, **message: Any) -> None:
+        await self.ws.send_str(json.dumps({"v": 1, **message}))
+
+    async def expect(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        for message in self.seen:
+            if message["type"] == kind:
+                self.seen.remove(message)
+                return dict(message)
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.ws.receive(timeout=max(0.01, deadline - time.monotonic()))
+            if frame.type is not aiohttp.WSMsgType.TEXT:
+                raise AssertionError(f"socket ended waiting for {kind}: {frame}")
+            message = json.loads(frame.data)
+            assert message["v"] == 1
+            if message["type"] == kind:
+                return dict(message)
+            self.seen.append(message)
+
+
+async def _socket(rig: Rig, cookie: bool = False) -> Socket:
+    headers = {"Cookie": f"{signaling.SESSION_COOKIE}={rig.agent_cookie}"} if cookie else {}
+    return Socket(await rig.client.ws_connect("/ws", headers=headers))
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def _media(socket: Socket, peer: BrowserPeer) -> None:
+    await socket.send(type="offer", sdp=await peer.offer())
+    answer = await socket.expect("answer")
+    await peer.accept_answer(answer["sdp"])
+
+
+async def test_citizen_waits_is_admitted_and_both_see_each_other(rig: Rig) -> None:
+    legs_before = metrics.WEBRTC_LEGS_ACTIVE._value.get()
+    citizen, agent = await _socket(rig), await _socket(rig, cookie=True)
+    await citizen.send(type="hello", role="citizen", token=rig.token)
+    welcome = await citizen.expect("welcome")
+    assert welcome["role"] == "citizen" and welcome["ice_servers"] == []
+    assert "Agent One" not in json.dumps(welcome)  # the agent's name is never shown
+    await citizen.expect("waiting")
+    await citizen.send(type="device", status={"camera": True, "mic": True, "browser": "x"})
+    await agent.send(type="hello", role="agent", appointment=rig.appointment, csrf=rig.csrf)
+    await agent.expect("welcome")
+    lobby = await agent.expect("lobby")
+    (waiting,) = lobby["participants"]
+    assert waiting["status"]["camera"] is True
+    # no media before admission
+    await citizen.send(type="offer", sdp="v=0")
+    assert (await citizen.expect("error"))["code"] == "not_admitted"
+    await agent.send(type="admit", participant=waiting["id"])
+    await citizen.expect("admitted")
+    peer_c, peer_a = BrowserPeer(), BrowserPeer()
+    try:
+        await _media(citizen, peer_c)
+        await _media(agent, peer_a)
+        await _until(lambda: peer_c.video_frames > 5 and peer_a.video_frames > 5)
+        await _until(lambda: peer_c.loud_audio_frames > 5 and peer_a.loud_audio_frames > 5)
+        assert rig.calls.active == 2
+        await citizen.send(type="chat", text="Guten Tag")
+        chat = await agent.expect("chat")
+        assert chat["text"] == "Guten Tag" and chat["from"] == "citizen"
+        await citizen.send(type="quality", mode="low")
+        limits = await citizen.expect("limits")
+        assert limits["max_width"] == 320 and limits["max_kbps"] <= 200
+        assert (await agent.expect("quality"))["mode"] == "low"
+        await agent.send(type="hangup")
+        assert (await citizen.expect("ended"))["by"] == "agent"
+    finally:
+        await citizen.ws.close()
+        await agent.ws.close()
+        await peer_c.close()
+        await peer_a.close()
+    await _until(lambda: rig.calls.active == 0)
+    await _until(lambda: metrics.WEBRTC_LEGS_ACTIVE._value.get() == legs_before)
+
+
+async def test_rejected_citizen_is_told_and_removed(rig: Rig) -> None:
+    citizen, agent = await _socket(rig), await _socket(rig, cookie=True)
+    await citizen.send(type="hello", role="citizen", token=rig.token)
+    await citizen.expect("waiting")
+    await agent.send(type="hello", role="agent", appointment=rig.appointment, csrf=rig.csrf)
+    lobby = await agent.expect("lobby")
+    await agent.send(type="reject", participant=lobby["participants"][0]["id"])
+    await citizen.expect("rejected")
+    assert (await agent.expect("lobby"))["participants"] == []
+    await citizen.send(type="admit", participant="p-x")
+    assert (await citizen.expect("error"))["code"] in ("forbidden", "not_found")
+
+
+@pytest.mark.parametrize(
+    ("hello", "code"),
+    [
+        ({"role": "citizen", "token": "x" * 43}, "not_found"),
+        ({"role": "citizen", "token": 5}, "bad_message"),
+        ({"role": "agent", "appointment": "a1", "csrf": "wrong"}, "unauthorized"),
+        ({"role": "admin"}, "bad_message"),
+    ],
+)
+async def test_bad_hellos_get_a_coded_error(rig: Rig, hello: dict[str, Any], code: str) -> None:
+    socket = await _socket(rig)
+    await socket.send(type="hello", **hello)
+    assert (await socket.expect("error"))["code"] == code
+    assert rig.calls.active == 0
+
+
+async def test_bad_frames_keep_the_socket_and_floods_close_it(rig: Rig) -> None:
+    socket = await _socket(rig)
+    for frame in ("not json", json.dumps([1]), json.dumps({"v": 2, "type": "hello"}),
+                  json.dumps({"v": 1, "type": "nope"}), json.dumps({"v": 1, "type": "chat"})):  # fmt: skip
+        await socket.ws.send_str(frame)
+        error = await socket.expect("error")
+        assert error["code"] in ("bad_message", "not_joined")
+    for _ in range(200):
+        if socket.ws.closed:
+            break
+        await socket.ws.send_str(json.dumps({"v": 1, "type": "nope"}))
+    message = await socket.ws.receive(timeout=5)
+    while message.type is aiohttp.WSMsgType.TEXT:
+        message = await socket.ws.receive(timeout=5)
+    assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert socket.ws.close_code == 1008
+
+
+async def test_oversized_frame_closes_the_socket(rig: Rig) -> None:
+    socket = await _socket(rig)
+    await socket.ws.send_str(json.dumps({"v": 1, "type": "chat", "text": "x" * 70_000}))
+    frame = await socket.ws.receive(timeout=5)
+    assert frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert socket.ws.close_code == 1009
