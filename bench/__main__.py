@@ -12,6 +12,7 @@ BENCHMARKS = {
     "media_codecs": "bench.media_codecs",
     "media": "bench.media",
     "webrtc": "bench.webrtc",
+    "media_router": "bench.media_router",
 }
 
 
