@@ -19,17 +19,18 @@ import asyncio
 import enum
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
@@ -207,13 +208,28 @@ class WebRtcLeg:
         self._announce_candidates(pc)
         return str(pc.localDescription.sdp)
 
-    async def create_offer(self) -> str:
-        """Make an offer (a sendrecv transceiver per kind); the answer goes to ``accept_answer``."""
+    async def create_offer(self, prefer: Mapping[str, str | None] | None = None) -> str:
+        """Make an offer (a sendrecv transceiver per kind); the answer goes to ``accept_answer``.
+
+        ``prefer`` puts a codec first per kind (e.g. ``{"video": "H264"}``, what
+        the other leg of a passthrough sends), the others follow as fallbacks.
+        """
         if self.state is not LegState.NEW:
             raise LegStateError(f"cannot offer while {self.state.value}")
+        preferences: dict[str, list[RTCRtpCodecCapability]] = {}
+        for kind, wanted in (prefer or {}).items():
+            if wanted and kind in self.kinds:
+                codecs = RTCRtpSender.getCapabilities(kind).codecs
+                first = [c for c in codecs if c.name.lower() == wanted.lower()]
+                if not first:
+                    raise BadRequest(f"no {kind} codec {wanted!r}", sip_status=488)
+                preferences[kind] = first + [c for c in codecs if c not in first]
         pc = self._new_connection()
         for kind in self.kinds:
-            self._attach(pc.addTransceiver(kind, direction="sendrecv"))
+            transceiver = pc.addTransceiver(kind, direction="sendrecv")
+            if kind in preferences:
+                transceiver.setCodecPreferences(preferences[kind])
+            self._attach(transceiver)
         internals.pin_host_addresses(pc, self.settings.ice_addresses)
         await pc.setLocalDescription(await pc.createOffer())
         self._set_state(LegState.OFFERED)

@@ -103,6 +103,28 @@ async def test_media_flows_through_without_decoding(call: Call) -> None:
     assert call.passthrough.a_to_b.stats.dropped == 0
 
 
+async def test_h264_passes_through_when_the_offer_prefers_it() -> None:
+    peer_a, peer_b = BrowserPeer(audio=False, video_codec="H264"), BrowserPeer(audio=False)
+    leg_a, leg_b = WebRtcLeg(SETTINGS), WebRtcLeg(SETTINGS)
+    await peer_to_answering_leg(peer_a, leg_a)
+    assert leg_a.send_codec("video") == "H264"
+    offer = await leg_b.create_offer(prefer={"video": leg_a.send_codec("video")})
+    await leg_b.accept_answer(await peer_b.answer(offer))
+    assert leg_b.send_codec("video") == "H264"
+    await asyncio.wait_for(asyncio.gather(leg_a.connected.wait(), leg_b.connected.wait()), 15)
+    passthrough = Passthrough(leg_a, leg_b)
+    await _until(lambda: peer_b.video_frames >= 20)
+    assert passthrough.a_to_b.stats.dropped == 0
+    assert not leg_a.receivers_decoding() and not leg_b.receivers_decoding()
+    unknown = WebRtcLeg(SETTINGS)
+    with pytest.raises(BadRequest, match="no video codec"):
+        await unknown.create_offer(prefer={"video": "AV1"})
+    assert unknown.state is LegState.NEW
+    passthrough.close()
+    for closable in (leg_a, leg_b, peer_a, peer_b, unknown):
+        await closable.close()
+
+
 async def test_keyframe_request_from_b_reaches_a(call: Call) -> None:
     peer_a, peer_b = call.peer_a, call.peer_b
     await _until(lambda: len(peer_b.rtp["video"]) > 0 and peer_b.video_frames >= 10)

@@ -82,7 +82,14 @@ def is_vp8_keyframe(payload: bytes) -> bool:
 class BrowserPeer:
     """One aiortc peer connection playing a browser: counts what it decodes."""
 
-    def __init__(self, *, video: bool = True, audio: bool = True, send: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        video: bool = True,
+        audio: bool = True,
+        send: bool = True,
+        video_codec: str | None = None,
+    ) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.video_frames = 0
         self.audio_frames = 0
@@ -99,6 +106,9 @@ class BrowserPeer:
             transceiver = self.pc.addTransceiver(
                 track or kind, direction="sendrecv" if send else "recvonly"
             )
+            if kind == "video" and video_codec is not None:
+                codecs = RTCRtpSender.getCapabilities("video").codecs
+                transceiver.setCodecPreferences([c for c in codecs if c.name == video_codec])
             self.senders[kind] = transceiver.sender
             self.receivers[kind] = transceiver.receiver
             internals.on_keyframe_request(transceiver.sender, self._keyframe_asked)
@@ -128,6 +138,7 @@ class BrowserPeer:
                         self.loud_audio_frames += 1
 
     def video_keyframes(self) -> int:
+        """VP8 keyframes among the video packets received."""
         return sum(1 for p in self.rtp["video"] if is_vp8_keyframe(p.payload))
 
     async def offer(self, *, strip_candidates: bool = False) -> str:
