@@ -30,6 +30,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InvalidAccessError, OperationError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
@@ -94,8 +95,16 @@ PayloadCallback = Callable[[EncodedPayload], None]
 #: Local ICE candidate ("candidate:..." as in SDP, mid, m-line index); None ends gathering.
 CandidateCallback = Callable[[str | None, str | None, int | None], None]
 
+#: What aiortc raises on SDP it cannot use (its parser also asserts).
+_SDP_ERRORS = (ValueError, AssertionError, IndexError, OperationError, InvalidAccessError)
 _UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.M)
 _active: set[WebRtcLeg] = set()
+
+
+def _check_dtls(sdp: str) -> None:
+    """aiortc takes SDP without a fingerprint and only fails at the DTLS handshake."""
+    if not re.search(r"^a=fingerprint:\S+ \S+", sdp, re.M):
+        raise ValueError("no DTLS fingerprint (DTLS-SRTP is required)")
 
 
 def _ufrag(sdp: str) -> str | None:
@@ -185,6 +194,7 @@ class WebRtcLeg:
     async def accept_offer(self, sdp: str) -> str:
         """Apply the browser's offer and return our answer (candidates included)."""
         ufrag = _ufrag(sdp)
+        restarting = self.state is not LegState.NEW
         if self.state is LegState.NEW:
             pc = self._new_connection()
         elif self.state in (LegState.CONNECTING, LegState.CONNECTED, LegState.FAILED):
@@ -196,9 +206,15 @@ class WebRtcLeg:
         else:
             raise LegStateError(f"cannot accept an offer while {self.state.value}")
         try:
+            _check_dtls(sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
-        except ValueError as exc:
-            raise BadRequest(f"bad offer: {exc}", sip_status=488) from exc
+            if not any(t.kind in self.kinds for t in pc.getTransceivers()):
+                raise ValueError(f"no {' or '.join(self.kinds)} in the offer")
+        except _SDP_ERRORS as exc:
+            await self._drop_connection()
+            if restarting:
+                self._set_state(LegState.FAILED)
+            raise BadRequest(f"offer refused: {exc!r}", sip_status=488) from exc
         self._remote_ufrag = ufrag
         for transceiver in pc.getTransceivers():
             self._attach(transceiver)
@@ -241,9 +257,10 @@ class WebRtcLeg:
         if self.state is not LegState.OFFERED or self._pc is None:
             raise LegStateError(f"cannot accept an answer while {self.state.value}")
         try:
+            _check_dtls(sdp)
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
-        except ValueError as exc:
-            raise BadRequest(f"bad answer: {exc}", sip_status=488) from exc
+        except _SDP_ERRORS as exc:
+            raise BadRequest(f"answer refused: {exc!r}", sip_status=488) from exc
         self._remote_ufrag = _ufrag(sdp)
         self._set_state(LegState.CONNECTING)
 

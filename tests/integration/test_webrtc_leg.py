@@ -216,6 +216,32 @@ async def test_ice_restart_rebuilds_the_transport_and_keeps_media_flowing() -> N
         await closable.close()
 
 
+async def test_bad_offers_are_refused_with_488() -> None:
+    leg = WebRtcLeg(SETTINGS)
+    peer = BrowserPeer(audio=False)
+    good = await peer.offer()
+    for bad in ("garbage", good.replace("a=fingerprint:", "a=fingerprynt:")):
+        with pytest.raises(BadRequest) as refused:
+            await leg.accept_offer(bad)
+        assert refused.value.sip_status == 488
+        assert leg.state is LegState.NEW
+    await peer.accept_answer(await leg.accept_offer(good))
+    await asyncio.wait_for(leg.connected.wait(), 15)
+    no_vp8 = good.replace("VP8/90000", "XYZ/90000").replace("H264/90000", "XYZ/90000")
+    no_vp8 = no_vp8.replace(_ufrag_of(good), "restart1")
+    with pytest.raises(BadRequest):
+        await leg.accept_offer(no_vp8)  # an ICE restart with nothing we can receive
+    assert leg.state is LegState.FAILED
+    await leg.close()
+    await peer.close()
+
+
+def _ufrag_of(sdp: str) -> str:
+    return next(
+        line.split(":", 1)[1] for line in sdp.splitlines() if line.startswith("a=ice-ufrag:")
+    )
+
+
 async def test_ice_failure_is_counted() -> None:
     leg = WebRtcLeg(SETTINGS.model_copy(update={"connect_timeout": 1.0}))
     peer = BrowserPeer(audio=False)
