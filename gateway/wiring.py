@@ -15,7 +15,7 @@ from gateway.log import get_logger
 from gateway.media.capabilities import SrtpPolicy
 from gateway.media.rtp_transport import RtpPortAllocator
 from gateway.store.service import StoreService
-from gateway.web import api, signaling
+from gateway.web import api, pages, signaling
 from gateway.web.keys import STORE
 
 log = get_logger(__name__)
@@ -31,6 +31,7 @@ def add_services(gateway: Gateway) -> SipEndpoint:
     def web_setup(app: web.Application) -> None:
         app[STORE] = store
         app.add_routes(api.routes)
+        pages.setup(app)
         signaling.setup(app)
 
     gateway.web_setup.append(web_setup)

@@ -24,9 +24,16 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "geolocation=(), payment=(), usb=()",
+    "Permissions-Policy": (
+        "geolocation=(), payment=(), usb=(), camera=(self), microphone=(self),"
+        " display-capture=(self)"
+    ),
+    # Pages load scripts and styles from files only (no inline code); the
+    # signaling WebSocket is same-origin; media elements play local streams.
     "Content-Security-Policy": (
-        "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+        "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self';"
+        " media-src 'self' blob:; img-src 'self' data: blob:; object-src 'none';"
+        " base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     ),
 }
 
