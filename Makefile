@@ -20,8 +20,9 @@ run: $(STAMP)
 	@echo "  health:  http://127.0.0.1:8080/healthz   readiness: http://127.0.0.1:8080/readyz"
 	@echo "  metrics: http://127.0.0.1:8080/metrics"
 	@echo "  SIP:     sip:echo@127.0.0.1:5060 (UDP and TCP)"
+	@echo "  pages:   http://127.0.0.1:8080/test (device test); demo agent and citizen link below"
 	@echo "  stop with Ctrl-C (drains calls first)"
-	exec $(BIN)/gatewayd run --config $(CONFIG)
+	exec $(BIN)/gatewayd run --demo --config $(CONFIG)
 
 system-packages:
 	@bash scripts/install-system-packages.sh

@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon in the foreground")
     run.add_argument("--config", type=Path, help="YAML file (default: the embedded default)")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="on a loopback web host: create a demo agent and appointment, print their URLs",
+    )
     check = sub.add_parser("check-config", help="validate a YAML file and exit")
     check.add_argument("path", type=Path)
     for p in (run, check):
@@ -68,7 +73,7 @@ def cmd_check_config(path: Path, overrides: list[str]) -> int:
     return EXIT_OK
 
 
-def cmd_run(config: Path | None, overrides: list[str]) -> int:
+def cmd_run(config: Path | None, overrides: list[str], *, demo: bool = False) -> int:
     """Start the daemon and block until it has drained."""
     from gateway.app import Gateway, StartupError
     from gateway.errors import ConfigError
@@ -98,7 +103,7 @@ def cmd_run(config: Path | None, overrides: list[str]) -> int:
 
     async def main() -> int:
         gateway = Gateway(settings, config_path=config, overrides=overrides)
-        add_services(gateway)
+        add_services(gateway, demo=demo)
         try:
             await gateway.start()
         except StartupError as exc:
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "check-config":
         return cmd_check_config(args.path, args.overrides)
-    return cmd_run(args.config, args.overrides)
+    return cmd_run(args.config, args.overrides, demo=args.demo)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from gateway.web.keys import STORE
 log = get_logger(__name__)
 
 
-def add_services(gateway: Gateway) -> SipEndpoint:
+def add_services(gateway: Gateway, *, demo: bool = False) -> SipEndpoint:
     """Attach the store and REST API, the SIP endpoint (with the echo service when
     configured) and the trunks."""
     settings = gateway.settings
@@ -35,6 +35,13 @@ def add_services(gateway: Gateway) -> SipEndpoint:
         signaling.setup(app)
 
     gateway.web_setup.append(web_setup)
+    if demo:
+        from gateway.web.demo import DemoService, is_loopback
+
+        if is_loopback(settings.web.host):
+            gateway.services.append(DemoService(store))
+        else:
+            log.warning("--demo ignored: web.host is not a loopback address")
     if not settings.api.tokens:
         log.warning("REST API off: api.tokens is empty (set GATEWAYD_API_TOKEN)")
     endpoint = SipEndpoint(gateway.calls)
