@@ -922,7 +922,11 @@ def bench_video(settings: Settings, budget: Budget) -> None:
     )
     calls = settings.video_calls
     point = run_point(
-        media, calls, warmup=settings.warmup, window=settings.window, max_queued=_queue_for(calls)
+        media,
+        calls,
+        warmup=settings.warmup,
+        window=settings.window,
+        max_queued=_queue_for(calls, "video"),
     )
     log(f"media_router: video {point.summary()}")
     emit(
@@ -990,10 +994,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--window", type=float, default=10.0, help="s, the main figures")
     parser.add_argument("--ramp-window", type=float, default=4.0, help="s, each ramp step")
-    parser.add_argument("--transcode-calls", type=int, default=50)
+    parser.add_argument("--transcode-calls", type=int, default=25)
     parser.add_argument("--passthrough-calls", type=int, default=50)
     parser.add_argument("--video-calls", type=int, default=2)
-    parser.add_argument("--ramp-transcode", default="40,60,80,100")
+    parser.add_argument("--ramp-transcode", default="30,35,40,50")
     parser.add_argument("--ramp-passthrough", default="100,150,200,250,300")
     parser.add_argument("--ramp-video", default="4,6,8,10")
     parser.add_argument("--budget", type=float, default=285.0, help="s for the whole run")
@@ -1002,7 +1006,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.warmup, args.window, args.ramp_window, args.budget = 1.0, 4.0, 3.0, 75.0
-        args.transcode_calls, args.ramp_transcode = 30, "45"
+        args.transcode_calls, args.ramp_transcode = 25, "35"
         args.ramp_passthrough, args.ramp_video = "150", "4"
     settings = Settings(
         warmup=args.warmup,
