@@ -30,6 +30,7 @@ log = get_logger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 routes = web.RouteTableDef()
+LANG_CHOSEN = web.RequestKey("lang_chosen", str)
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _LOGO_TYPES = {
     ".png": "image/png",
@@ -45,7 +46,7 @@ def translator(request: web.Request, fallback: str | None = None) -> Translator:
     lang, chosen = choose_language(request, fallback)
     t = Translator(lang)
     if chosen:
-        request["lang_chosen"] = lang
+        request[LANG_CHOSEN] = lang
     return t
 
 
@@ -118,8 +119,8 @@ def page(
         charset="utf-8",
         headers={"Cache-Control": "no-store", "Content-Language": t.lang},
     )
-    chosen = request.get("lang_chosen")
-    if isinstance(chosen, str):
+    chosen = request.get(LANG_CHOSEN)
+    if chosen is not None:
         remember_language(response, chosen, secure=request.app[SETTINGS]().web.tls is not None)
     return response
 
