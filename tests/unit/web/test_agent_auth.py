@@ -136,6 +136,13 @@ async def test_login_without_the_form_token_is_refused(site: Site) -> None:
         headers={"Origin": "https://evil.example"},
     )
     assert response.status == 403
+    token = await _login_form(site)
+    response = await site.client.post(
+        "/agent/login",
+        data={"csrf": token, "username": "erika", "password": PASSWORD},
+        headers={"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+    )
+    assert response.status == 403
 
 
 async def test_logins_are_rate_limited_per_client(site: Site) -> None:
