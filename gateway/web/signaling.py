@@ -28,6 +28,7 @@ from gateway.log import get_logger
 from gateway.rooms.room import Message, Participant, Role, Room, Rooms
 from gateway.settings import Settings
 from gateway.store.appointments import LinkExpired, LinkNotYet
+from gateway.web import auth
 from gateway.web.keys import CALLS, SETTINGS, STORE
 from gateway.webrtc.ice import ice_servers
 from gateway.webrtc.leg import LegState, WebRtcLeg
@@ -39,7 +40,6 @@ PROTOCOL_VERSION = 1
 MAX_FRAME = 64 * 1024
 OUTBOX = 256
 RATE, BURST = 20.0, 60.0  # frames per second, bucket size
-SESSION_COOKIE = "gatewayd_session"
 MAX_SDP = 60_000
 
 ROOMS = web.AppKey("rooms", Rooms)
@@ -183,7 +183,7 @@ class SignalingSession:
                 raise ProtocolError("no such appointment", "not_found") from None
             joined_as = Role.CITIZEN
         elif role == "agent":
-            session = await store.agents.session(self.request.cookies.get(SESSION_COOKIE, ""))
+            session = await store.agents.session(self.request.cookies.get(auth.SESSION_COOKIE, ""))
             csrf = _text(message, "csrf", 64)
             if session is None or csrf != session.csrf_token:
                 raise ProtocolError("log in first", "unauthorized")

@@ -24,7 +24,7 @@ from gateway import metrics
 from gateway.calls import CallRegistry
 from gateway.settings import load_settings
 from gateway.store.service import StoreService
-from gateway.web import signaling
+from gateway.web import auth, signaling
 from gateway.web.app import build_web_app
 from gateway.web.keys import STORE
 from tests.support.webrtc import BrowserPeer
@@ -96,7 +96,7 @@ class Socket:
 
 
 async def _socket(rig: Rig, cookie: bool = False) -> Socket:
-    headers = {"Cookie": f"{signaling.SESSION_COOKIE}={rig.agent_cookie}"} if cookie else {}
+    headers = {"Cookie": f"{auth.SESSION_COOKIE}={rig.agent_cookie}"} if cookie else {}
     return Socket(await rig.client.ws_connect("/ws", headers=headers))
 
 
