@@ -696,6 +696,7 @@ def _queue_for(calls: int, kind: str = "audio", workers: int | None = None) -> i
 def _point_extra(point: Point) -> dict[str, Any]:
     return {
         "calls": point.calls,
+        "valid": point.passed,  # False: loss, evictions or a late generator; rerun
         "cpu_pct": round(point.cpu_pct, 2),
         "loss_pct": round(100 * point.loss, 3),
         "evicted_pct": round(100 * point.evicted, 3),
