@@ -12,6 +12,12 @@ while read -r pkg; do
     missing+=("$pkg")
   fi
 done < scripts/system-packages.txt
+# npm installs axe-core (pinned) for the e2e accessibility checks. Machines with
+# NodeSource's nodejs have npm inside it, and Debian's npm package conflicts
+# with that, so it is only asked for when no npm command exists at all.
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing Debian packages: ${missing[*]}" >&2
