@@ -58,8 +58,11 @@ def axe_source() -> str:
     return ensure_axe().read_text(encoding="utf-8")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope, not session: Playwright's sync API keeps an event loop
+    # running in this thread while it is open, and asyncio tests that run
+    # after it would fail with "cannot be called from a running event loop".
     if not CHROMIUM.is_file():
         pytest.fail("e2e tests need Debian's chromium: make system-packages (as root)")
     with sync_playwright() as playwright:
