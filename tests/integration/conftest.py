@@ -9,14 +9,19 @@ test fails, the peers' logs are printed in teardown, so pytest shows them under
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
+from bridges.sip.endpoint import SipEndpoint
+from gateway.calls import CallRegistry
+from gateway.settings import load_settings
+from mediacodecs.executor import MediaExecutor
 from tests.support.baresip import BARESIP, Baresip
 from tests.support.kamailio import KAMAILIO, KamailioServer
+from tests.support.net import free_port
 from tests.support.sipp import SIPP, SippUas
 
 
@@ -106,3 +111,22 @@ def sipp_uas(request: pytest.FixtureRequest) -> Iterator[Callable[..., SippUas]]
     if _failed(request):
         for uas, result in results:
             print(f"\n===== sipp uas :{uas.port} =====\n{result.output}\n{result.describe()}")
+
+
+@pytest.fixture
+async def executor() -> AsyncIterator[MediaExecutor]:
+    """A media executor with room for the queued jobs of a few calls."""
+    with MediaExecutor(2, max_queued=256) as pool:
+        yield pool
+
+
+@pytest.fixture
+async def sip() -> AsyncIterator[SipEndpoint]:
+    """An in-process SIP endpoint on a free UDP/TCP port, with short timers."""
+    settings = load_settings(
+        f"sip:\n  port: {free_port()}\n  timers: {{t1: 0.1, t2: 1.0, t4: 1.0}}\n"
+    )
+    endpoint = SipEndpoint(CallRegistry())
+    await endpoint.start(settings)
+    yield endpoint
+    await endpoint.stop()

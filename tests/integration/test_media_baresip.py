@@ -10,8 +10,7 @@ baresips with different tones, so a reflected tone cannot pass for a relayed one
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,37 +20,18 @@ from bridges.sip.call import SipCall
 from bridges.sip.endpoint import SipEndpoint
 from bridges.sip.media import SipMedia
 from bridges.sip.relay import RelayService, RelayTarget
-from gateway.calls import CallRegistry
 from gateway.media.capabilities import SrtpPolicy
 from gateway.media.dtmf import DtmfDigit
 from gateway.media.local import AudioListener, AudioPlayer, tone
 from gateway.media.router import Router
-from gateway.settings import load_settings
 from mediacodecs.audio import Pcm
 from mediacodecs.executor import MediaExecutor
+from tests.support.aio import in_thread, wait_for
 from tests.support.baresip import Baresip, dominant_frequency
-from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 
 PROBE_TONE = 440
-
-
-@pytest.fixture
-async def executor() -> AsyncIterator[MediaExecutor]:
-    with MediaExecutor(2, max_queued=256) as pool:
-        yield pool
-
-
-@pytest.fixture
-async def sip() -> AsyncIterator[SipEndpoint]:
-    settings = load_settings(
-        f"sip:\n  port: {free_port()}\n  timers: {{t1: 0.1, t2: 1.0, t4: 1.0}}\n"
-    )
-    endpoint = SipEndpoint(CallRegistry())
-    await endpoint.start(settings)
-    yield endpoint
-    await endpoint.stop()
 
 
 def spectrum_peak(pcm: Pcm, rate: int) -> float:
@@ -96,18 +76,6 @@ class Probe:
 
     def pcm(self) -> Pcm:
         return np.concatenate(self.heard) if self.heard else np.zeros(0, np.int16)
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
-
-
-async def in_thread(fn: Callable[[], object]) -> object:
-    return await asyncio.to_thread(fn)
 
 
 @pytest.mark.parametrize(

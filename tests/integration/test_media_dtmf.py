@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +20,11 @@ import pytest
 from bridges.sip.call import CallState, SipCall
 from bridges.sip.endpoint import SipEndpoint
 from bridges.sip.media import SipMedia
-from gateway.calls import CallRegistry
 from gateway.media.dtmf import DIGITS, DtmfDigit, build_dtmf_relay
 from gateway.media.local import AudioListener, AudioPlayer
-from gateway.settings import load_settings
 from mediacodecs.audio import Pcm
 from mediacodecs.executor import MediaExecutor
-from tests.support.net import free_port
+from tests.support.aio import wait_for
 from tests.support.sipp import SIPP, run_sipp
 
 pytestmark = pytest.mark.integration
@@ -40,31 +37,6 @@ PCAP_DIGITS = ("1", "5", "star", "pound", "0")
 _PCAP_GLOBAL_HEADER = 24
 _PCAP_RECORD_HEADER = 16
 _ETHERNET = 1
-
-
-@pytest.fixture
-async def executor() -> AsyncIterator[MediaExecutor]:
-    with MediaExecutor(2, max_queued=256) as pool:
-        yield pool
-
-
-@pytest.fixture
-async def sip() -> AsyncIterator[SipEndpoint]:
-    settings = load_settings(
-        f"sip:\n  port: {free_port()}\n  timers: {{t1: 0.1, t2: 1.0, t4: 1.0}}\n"
-    )
-    endpoint = SipEndpoint(CallRegistry())
-    await endpoint.start(settings)
-    yield endpoint
-    await endpoint.stop()
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 # --- the pcaps -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -25,38 +25,19 @@ import pytest
 from bridges.sip.endpoint import SipEndpoint
 from bridges.sip.media import SipMedia
 from bridges.sip.relay import RelayedCall, RelayService, RelayTarget
-from gateway.calls import CallRegistry
 from gateway.media.router import Route, Router
 from gateway.media.rtp import header_sizes
 from gateway.media.stream import MediaStream
-from gateway.settings import load_settings
 from mediacodecs.executor import MediaExecutor
 from mediacodecs.transcode import VideoTranscoder
+from tests.support.aio import in_thread, wait_for
 from tests.support.baresip import Baresip, RtpStats
-from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 
 _H264_IDR = 5
 _H264_STAP_A = 24
 _H264_FU_A = 28
-
-
-@pytest.fixture
-async def executor() -> AsyncIterator[MediaExecutor]:
-    with MediaExecutor(2, max_queued=256) as pool:
-        yield pool
-
-
-@pytest.fixture
-async def sip() -> AsyncIterator[SipEndpoint]:
-    settings = load_settings(
-        f"sip:\n  port: {free_port()}\n  timers: {{t1: 0.1, t2: 1.0, t4: 1.0}}\n"
-    )
-    endpoint = SipEndpoint(CallRegistry())
-    await endpoint.start(settings)
-    yield endpoint
-    await endpoint.stop()
 
 
 # --- keyframes, parsed here --------------------------------------------------------------
@@ -143,18 +124,6 @@ class VideoCall:
 
     def route(self, source: MediaStream) -> Route:
         return next(r for r in self.router.routes() if r.source is source)
-
-
-async def in_thread(fn: Callable[[], object]) -> object:
-    return await asyncio.to_thread(fn)
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 async def video_call(

@@ -8,7 +8,6 @@ records, and RTP counters must move both ways.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -19,6 +18,7 @@ from bridges.sip.endpoint import SipEndpoint
 from bridges.sip.session_timer import SessionTimer
 from gateway.calls import CallRegistry
 from gateway.settings import load_settings
+from tests.support.aio import in_thread, wait_for
 from tests.support.baresip import Baresip, dominant_frequency
 from tests.support.daemon import Daemon
 from tests.support.net import free_port
@@ -38,19 +38,6 @@ async def endpoint() -> AsyncIterator[tuple[SipEndpoint, EchoService]]:
     await sip.start(settings)
     yield sip, echo
     await sip.stop()
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
-
-
-async def in_thread(fn: Callable[[], object]) -> object:
-    """baresip's client blocks; keep the event loop (and our endpoint) running."""
-    return await asyncio.to_thread(fn)
 
 
 def _assert_tone(ua: Baresip) -> None:
