@@ -193,7 +193,7 @@ async def _gateway(spec: GatewaySpec, conn: Connection) -> None:
                 transcoded_in=stats.transcoded_in,
                 transcoded_out=stats.transcoded_out,
                 dropped=stats.dropped,
-                late=stats.late,
+                late=route.late,
                 concealed=stats.concealed,
                 keyframe_requests=stats.keyframe_requests,
             )

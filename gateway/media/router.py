@@ -74,8 +74,7 @@ class RouteStats:
     forwarded: int = 0
     transcoded_in: int = 0
     transcoded_out: int = 0
-    dropped: int = 0
-    late: int = 0
+    dropped: int = 0  # late and duplicate packets: Route.late
     concealed: int = 0
     keyframe_requests: int = 0
 
@@ -94,9 +93,8 @@ class _Drop:
 class _Transcode:
     transcoder: AudioTranscoder | VideoTranscoder
     writer: RtpWriter
-    jitter: JitterBuffer | None = None
+    jitter: JitterBuffer
     timer: asyncio.TimerHandle | None = None
-    last_in: int | None = None
     errors: int = 0
     closed: bool = False
 
@@ -122,10 +120,8 @@ class Route:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         monotonic: Callable[[], float] | None = None,
-        jitter_buffer: bool = True,
     ) -> None:
         self.source = source
-        self.jitter_buffer = jitter_buffer
         self.sink = sink
         self.executor = executor
         self.stats = RouteStats()
@@ -142,6 +138,15 @@ class Route:
     def mode(self) -> RouteMode:
         """What the route did with the last packet it delivered."""
         return self._mode
+
+    @property
+    def late(self) -> int:
+        """Packets the jitter buffers of the current plans dropped as late or duplicate."""
+        return sum(
+            plan.jitter.stats.late + plan.jitter.stats.duplicates
+            for plan in self._plans.values()
+            if isinstance(plan, _Transcode)
+        )
 
     # --- packets in -----------------------------------------------------------------------
     def feed(self, data: bytes, arrival: float = 0.0) -> None:
@@ -186,18 +191,8 @@ class Route:
         payload = bytes(data[header : header + size])
         self.stats.transcoded_in += 1
         self._set_mode("transcode")
-        if plan.jitter is not None:
-            plan.jitter.push(sequence, timestamp, payload, arrival, marker)
-            self._schedule(plan)
-            return
-        if plan.last_in is not None:
-            delta = (sequence - plan.last_in) & 0xFFFF
-            if delta == 0 or delta >= 0x8000:
-                self.stats.late += 1  # a duplicate, or too late for a decoder that moved on
-                return
-            self._lost(plan, delta - 1)
-        plan.last_in = sequence
-        self._submit(plan, RtpPayload(payload, timestamp, marker=marker))
+        plan.jitter.push(sequence, timestamp, payload, arrival, marker)
+        self._schedule(plan)
 
     def _lost(self, plan: _Transcode, count: int) -> None:
         for _ in range(min(count, MAX_CONCEAL)):
@@ -209,7 +204,6 @@ class Route:
         future.add_done_callback(lambda done: self._done_threadsafe(plan, done))
 
     def _schedule(self, plan: _Transcode) -> None:
-        assert plan.jitter is not None
         deadline = plan.jitter.next_deadline()
         if deadline is None:
             return
@@ -223,7 +217,7 @@ class Route:
         """Frames whose playout time came go to the decoder; gaps are concealed."""
         plan.timer = None
         jitter = plan.jitter
-        if jitter is None or plan.closed or self._closed:
+        if plan.closed or self._closed:
             return
         video = self.source.kind == "video"
         while (item := jitter.pop(self._monotonic())) is not None:
@@ -300,9 +294,7 @@ class Route:
             return _Drop("codec")
         log.info("media: transcoding", kind=source.kind, source=codec.name, sink=transcode.name)
         writer = RtpWriter(transcode.sending_payload_type, random.getrandbits(32))
-        jitter = None
-        if self.jitter_buffer:
-            jitter = JitterBuffer(codec.clock_rate, video=source.kind == "video")
+        jitter = JitterBuffer(codec.clock_rate, video=source.kind == "video")
         return _Transcode(transcoder, writer, jitter)
 
     def _close_plans(self) -> None:
