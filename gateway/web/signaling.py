@@ -43,6 +43,11 @@ RATE, BURST = 20.0, 60.0  # frames per second, bucket size
 MAX_SDP = 60_000
 
 ROOMS = web.AppKey("rooms", Rooms)
+#: What a browser sends at most in each quality mode ("low": data-saving, PRODUCT.md F23).
+LIMITS = {
+    "low": {"max_kbps": 200, "max_width": 320, "max_height": 240, "max_fps": 15},
+    "high": {"max_kbps": 1500, "max_width": 1280, "max_height": 720, "max_fps": 30},
+}
 _closing: set[asyncio.Task[None]] = set()  # leg closes that outlive a cancelled handler
 routes = web.RouteTableDef()
 
@@ -101,6 +106,7 @@ class SignalingSession:
         self.participant: Participant | None = None
         self.leg: WebRtcLeg | None = None
         self.call_id = ""
+        self.receive_cap: int | None = None  # bit/s of video this browser is sent at most
         self._bucket = _Bucket(clock)
 
     # --- the socket ------------------------------------------------------------------------
@@ -233,6 +239,7 @@ class SignalingSession:
             self.leg = WebRtcLeg(self.settings.webrtc, leg_id=self.call_id)
             self.leg.on_candidate = self._local_candidate
             self.leg.on_state.append(self._leg_state)
+            self.leg.set_receive_cap(self.receive_cap)
         answer = await self.leg.accept_offer(sdp)
         self.send({"type": "answer", "sdp": answer})
 
@@ -308,12 +315,13 @@ class SignalingSession:
         mode = message.get("mode")
         if mode not in ("high", "low"):
             raise ProtocolError("mode must be high or low")
-        limits = (
-            {"max_kbps": 200, "max_width": 320, "max_height": 240, "max_fps": 15}
-            if mode == "low"
-            else {"max_kbps": 1500, "max_width": 1280, "max_height": 720, "max_fps": 30}
-        )
+        limits = LIMITS[mode]
+        # What this browser sends (it caps itself), and what it is sent (the
+        # gateway keeps the other browsers' encoders under the same budget).
         self.send({"type": "limits", "mode": mode, **limits})
+        self.receive_cap = limits["max_kbps"] * 1000 if mode == "low" else None
+        if self.leg is not None:
+            self.leg.set_receive_cap(self.receive_cap)
         assert self.room is not None and self.participant is not None
         self.room.relay(self.participant, {"type": "quality", "mode": mode})
 

@@ -1,16 +1,28 @@
 """One browser leg: an ``RTCPeerConnection`` as an explicit state machine.
 
 The leg answers a browser's offer (or makes one), trickles ICE candidates
-both ways, and moves media *encoded*: per kind, incoming RTP payloads go to
+both ways, and moves media *encoded*: per slot, incoming RTP payloads go to
 subscribers (``subscribe``) and outgoing payloads are packetized as they are
 (``send_payload``); keyframe requests and bandwidth estimates (REMB) go both
 ways (``request_keyframe`` / ``on_keyframe_request``, ``send_bitrate_estimate``
 / ``on_bitrate_estimate``). Nothing is decoded or encoded here; the aiortc
 internals that make this possible live in ``aiortc_internals``.
 
+Media is organised in **slots**, one m-line each: ``audio``, ``video`` (the
+camera) and ``screen`` (a second video m-line for screen sharing). A browser
+offers all three from the start, with nothing on the screen sender until it
+shares; sharing is then ``replaceTrack`` in the browser and needs no
+renegotiation (docs/decisions.md, "Screen sharing as a pre-negotiated
+slot"). Offered m-lines are given to slots in order, by kind; an m-line no
+slot takes is answered inactive.
+
 ICE restart: aiortc 1.16 cannot restart ICE on a running transport, so a new
 offer with a new ``ice-ufrag`` rebuilds the peer connection (fresh ICE and
 DTLS, same subscriptions, same listeners) and answers from the new one.
+
+Receive cap: ``set_receive_cap(bps)`` limits what this leg's browser should
+be sent (data-saving mode); whoever feeds the leg (``Passthrough``) keeps
+the sources' bandwidth estimates under it.
 """
 
 from __future__ import annotations
@@ -45,7 +57,9 @@ from gateway.webrtc.ice import ice_servers
 
 log = get_logger(__name__)
 
-KINDS = ("audio", "video")
+#: The media slots of a browser leg, in m-line order, and each one's media kind.
+SLOTS = ("audio", "video", "screen")
+SLOT_KIND = {"audio": "audio", "video": "video", "screen": "video"}
 
 
 class LegState(enum.Enum):
@@ -81,7 +95,8 @@ class LegStateError(Exception):
 class EncodedPayload:
     """One RTP payload as the browser sent it (after SRTP), not depacketized."""
 
-    kind: str
+    slot: str  # "audio", "video" or "screen"
+    kind: str  # "audio" or "video"
     codec: str  # MIME subtype as negotiated: "VP8", "H264", "opus", ...
     clock_rate: int
     payload: bytes
@@ -92,6 +107,8 @@ class EncodedPayload:
 
 
 PayloadCallback = Callable[[EncodedPayload], None]
+SlotCallback = Callable[[str], None]
+CapCallback = Callable[[int | None], None]
 #: Local ICE candidate ("candidate:..." as in SDP, mid, m-line index); None ends gathering.
 CandidateCallback = Callable[[str | None, str | None, int | None], None]
 
@@ -120,24 +137,29 @@ class WebRtcLeg:
         settings: WebRtcSettings,
         *,
         clock: Clock | None = None,
-        kinds: tuple[str, ...] = KINDS,
+        slots: tuple[str, ...] = SLOTS,
         leg_id: str | None = None,
     ) -> None:
+        if unknown := [s for s in slots if s not in SLOT_KIND]:
+            raise ValueError(f"unknown media slots {unknown}")
         if len(_active) >= settings.max_legs:
             raise Busy(f"{len(_active)} browser legs already (webrtc.max_legs)")
         self.leg_id = leg_id or "web-" + secrets.token_hex(6)
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.kinds = kinds
+        self.slots = slots
+        self.receive_cap: int | None = None
         self.state = LegState.NEW
         self.on_candidate: CandidateCallback | None = None
         self.on_state: list[Callable[[WebRtcLeg, LegState], None]] = []
         self.closed = asyncio.Event()
         self.connected = asyncio.Event()
-        self._subscribers: dict[str, list[PayloadCallback]] = {k: [] for k in kinds}
-        self._keyframe_listeners: list[Callable[[str], None]] = []
+        self._subscribers: dict[str, list[PayloadCallback]] = {s: [] for s in slots}
+        self._keyframe_listeners: list[SlotCallback] = []
         self._bitrate_listeners: list[Callable[[str, int], None]] = []
+        self._cap_listeners: list[CapCallback] = []
         self._pc: RTCPeerConnection | None = None
+        self._transceivers: dict[str, RTCRtpTransceiver] = {}
         self._tracks: dict[str, internals.PassthroughTrack] = {}
         self._hooks: dict[str, internals.ReceiverHook] = {}
         self._remote_ufrag: str | None = None
@@ -179,8 +201,8 @@ class WebRtcLeg:
         state = pc.connectionState
         if state == "connected" and self.state is LegState.CONNECTING:
             self._set_state(LegState.CONNECTED)
-            for kind in self._hooks:
-                self.request_keyframe(kind)
+            for slot in self._hooks:
+                self.request_keyframe(slot)
         elif state == "failed" and self.state in (LegState.CONNECTING, LegState.CONNECTED):
             self._set_state(LegState.FAILED)
 
@@ -208,16 +230,18 @@ class WebRtcLeg:
         try:
             _check_dtls(sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
-            if not any(t.kind in self.kinds for t in pc.getTransceivers()):
-                raise ValueError(f"no {' or '.join(self.kinds)} in the offer")
+            slots = self._assign(pc.getTransceivers())
+            if not any(slots):
+                kinds = sorted({SLOT_KIND[s] for s in self.slots})
+                raise ValueError(f"no {' or '.join(kinds)} in the offer")
         except _SDP_ERRORS as exc:
             await self._drop_connection()
             if restarting:
                 self._set_state(LegState.FAILED)
             raise BadRequest(f"offer refused: {exc!r}", sip_status=488) from exc
         self._remote_ufrag = ufrag
-        for transceiver in pc.getTransceivers():
-            self._attach(transceiver)
+        for transceiver, slot in zip(pc.getTransceivers(), slots, strict=True):
+            self._attach(transceiver, slot)
         internals.pin_host_addresses(pc, self.settings.ice_addresses)
         await pc.setLocalDescription(await pc.createAnswer())
         self._set_state(LegState.CONNECTING)
@@ -225,27 +249,29 @@ class WebRtcLeg:
         return str(pc.localDescription.sdp)
 
     async def create_offer(self, prefer: Mapping[str, str | None] | None = None) -> str:
-        """Make an offer (a sendrecv transceiver per kind); the answer goes to ``accept_answer``.
+        """Make an offer (a sendrecv transceiver per slot); the answer goes to ``accept_answer``.
 
         ``prefer`` puts a codec first per kind (e.g. ``{"video": "H264"}``, what
         the other leg of a passthrough sends), the others follow as fallbacks.
         """
         if self.state is not LegState.NEW:
             raise LegStateError(f"cannot offer while {self.state.value}")
+        kinds = {SLOT_KIND[s] for s in self.slots}
         preferences: dict[str, list[RTCRtpCodecCapability]] = {}
         for kind, wanted in (prefer or {}).items():
-            if wanted and kind in self.kinds:
+            if wanted and kind in kinds:
                 codecs = RTCRtpSender.getCapabilities(kind).codecs
                 first = [c for c in codecs if c.name.lower() == wanted.lower()]
                 if not first:
                     raise BadRequest(f"no {kind} codec {wanted!r}", sip_status=488)
                 preferences[kind] = first + [c for c in codecs if c not in first]
         pc = self._new_connection()
-        for kind in self.kinds:
+        for slot in self.slots:
+            kind = SLOT_KIND[slot]
             transceiver = pc.addTransceiver(kind, direction="sendrecv")
             if kind in preferences:
                 transceiver.setCodecPreferences(preferences[kind])
-            self._attach(transceiver)
+            self._attach(transceiver, slot)
         internals.pin_host_addresses(pc, self.settings.ice_addresses)
         await pc.setLocalDescription(await pc.createOffer())
         self._set_state(LegState.OFFERED)
@@ -296,49 +322,63 @@ class WebRtcLeg:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # --- media -----------------------------------------------------------------------------
-    def subscribe(self, kind: str, callback: PayloadCallback) -> Callable[[], None]:
-        """Get every payload of ``kind`` the browser sends; returns the unsubscribe function."""
-        subscribers = self._subscribers[kind]
+    def attached(self) -> list[str]:
+        """The slots the negotiation gave an m-line (in slot order)."""
+        return [s for s in self.slots if s in self._transceivers]
+
+    def subscribe(self, slot: str, callback: PayloadCallback) -> Callable[[], None]:
+        """Get every payload the browser sends in ``slot``; returns the unsubscribe function."""
+        subscribers = self._subscribers[slot]
         subscribers.append(callback)
         return lambda: subscribers.remove(callback) if callback in subscribers else None
 
-    def send_payload(self, kind: str, payload: bytes, timestamp: int, marker: bool) -> bool:
-        """Queue one RTP payload for the browser; False when there is no sender for ``kind``."""
-        track = self._tracks.get(kind)
+    def send_payload(self, slot: str, payload: bytes, timestamp: int, marker: bool) -> bool:
+        """Queue one RTP payload for the browser; False when there is no sender for ``slot``."""
+        track = self._tracks.get(slot)
         if track is None or self.state is not LegState.CONNECTED:
             return False
         track.push(payload, timestamp, marker)
         return True
 
-    def send_codec(self, kind: str) -> str | None:
-        """The codec our sender of ``kind`` uses (MIME subtype), once negotiated."""
-        if self._pc is None:
+    def send_codec(self, slot: str) -> str | None:
+        """The codec our sender in ``slot`` uses (MIME subtype), once negotiated."""
+        transceiver = self._transceivers.get(slot)
+        if transceiver is None:
             return None
-        for transceiver in self._pc.getTransceivers():
-            if transceiver.kind == kind:
-                codec = internals.negotiated_codec(transceiver)
-                return codec.name if codec is not None else None
-        return None
+        codec = internals.negotiated_codec(transceiver)
+        return codec.name if codec is not None else None
 
-    def request_keyframe(self, kind: str = "video") -> bool:
-        """Ask the browser for a keyframe (PLI); False when it sent nothing of ``kind`` yet."""
-        hook = self._hooks.get(kind)
+    def request_keyframe(self, slot: str = "video") -> bool:
+        """Ask the browser for a keyframe (PLI); False when it sent nothing in ``slot`` yet."""
+        hook = self._hooks.get(slot)
         return hook.request_keyframe() if hook is not None else False
 
-    def on_keyframe_request(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        """``callback(kind)`` when the browser asks us for a keyframe; returns the remover."""
+    def on_keyframe_request(self, callback: SlotCallback) -> Callable[[], None]:
+        """``callback(slot)`` when the browser asks us for a keyframe; returns the remover."""
         listeners = self._keyframe_listeners
         listeners.append(callback)
         return lambda: listeners.remove(callback) if callback in listeners else None
 
-    def send_bitrate_estimate(self, kind: str, bitrate: int) -> bool:
-        """Tell the browser how many bit/s it may send of ``kind`` (RTCP REMB)."""
-        hook = self._hooks.get(kind)
+    def send_bitrate_estimate(self, slot: str, bitrate: int) -> bool:
+        """Tell the browser how many bit/s it may send in ``slot`` (RTCP REMB)."""
+        hook = self._hooks.get(slot)
         return hook.send_bitrate_estimate(bitrate) if hook is not None else False
 
     def on_bitrate_estimate(self, callback: Callable[[str, int], None]) -> Callable[[], None]:
-        """``callback(kind, bps)`` when the browser says how much it can receive (REMB)."""
+        """``callback(slot, bps)`` when the browser says how much it can receive (REMB)."""
         listeners = self._bitrate_listeners
+        listeners.append(callback)
+        return lambda: listeners.remove(callback) if callback in listeners else None
+
+    def set_receive_cap(self, bitrate: int | None) -> None:
+        """At most ``bitrate`` bit/s of video should reach this browser (None: no cap)."""
+        self.receive_cap = bitrate
+        for callback in list(self._cap_listeners):
+            callback(bitrate)
+
+    def on_receive_cap(self, callback: CapCallback) -> Callable[[], None]:
+        """``callback(bps or None)`` when the receive cap changes; returns the remover."""
+        listeners = self._cap_listeners
         listeners.append(callback)
         return lambda: listeners.remove(callback) if callback in listeners else None
 
@@ -360,29 +400,42 @@ class WebRtcLeg:
         self._pc = pc
         return pc
 
-    def _attach(self, transceiver: RTCRtpTransceiver) -> None:
-        kind = transceiver.kind
-        if kind not in self.kinds:
+    def _assign(self, transceivers: list[RTCRtpTransceiver]) -> list[str | None]:
+        """The slot of each offered m-line, in order, by kind (None: no slot left)."""
+        free = list(self.slots)
+        assigned: list[str | None] = []
+        for transceiver in transceivers:
+            slot = next((s for s in free if SLOT_KIND[s] == transceiver.kind), None)
+            if slot is not None:
+                free.remove(slot)
+            assigned.append(slot)
+        return assigned
+
+    def _attach(self, transceiver: RTCRtpTransceiver, slot: str | None) -> None:
+        if slot is None:
             transceiver.direction = "inactive"
             return
+        kind = SLOT_KIND[slot]
         transceiver.direction = "sendrecv"
         track = internals.PassthroughTrack(kind)
         transceiver.sender.replaceTrack(track)
         internals.install_passthrough_sender(
-            transceiver.sender, lambda bps: self._bitrate_estimated(kind, bps)
+            transceiver.sender, lambda bps: self._bitrate_estimated(slot, bps)
         )
-        internals.on_keyframe_request(transceiver.sender, lambda: self._keyframe_asked(kind))
-        self._tracks[kind] = track
-        self._hooks[kind] = internals.ReceiverHook(
-            transceiver.receiver, lambda packet, codec: self._deliver(kind, packet, codec)
+        internals.on_keyframe_request(transceiver.sender, lambda: self._keyframe_asked(slot))
+        self._transceivers[slot] = transceiver
+        self._tracks[slot] = track
+        self._hooks[slot] = internals.ReceiverHook(
+            transceiver.receiver, lambda packet, codec: self._deliver(slot, packet, codec)
         )
 
-    def _deliver(self, kind: str, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None:
-        subscribers = self._subscribers[kind]
+    def _deliver(self, slot: str, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None:
+        subscribers = self._subscribers[slot]
         if not subscribers:
             return
         payload = EncodedPayload(
-            kind=kind,
+            slot=slot,
+            kind=SLOT_KIND[slot],
             codec=codec.name,
             clock_rate=codec.clockRate,
             payload=packet.payload,
@@ -394,13 +447,13 @@ class WebRtcLeg:
         for callback in subscribers:
             callback(payload)
 
-    def _bitrate_estimated(self, kind: str, bitrate: int) -> None:
+    def _bitrate_estimated(self, slot: str, bitrate: int) -> None:
         for callback in list(self._bitrate_listeners):
-            callback(kind, bitrate)
+            callback(slot, bitrate)
 
-    def _keyframe_asked(self, kind: str) -> None:
+    def _keyframe_asked(self, slot: str) -> None:
         for callback in list(self._keyframe_listeners):
-            callback(kind)
+            callback(slot)
 
     def _announce_candidates(self, pc: RTCPeerConnection) -> None:
         if self.on_candidate is None:
@@ -421,6 +474,7 @@ class WebRtcLeg:
         pc, self._pc = self._pc, None
         tracks, self._tracks = self._tracks, {}
         self._hooks = {}
+        self._transceivers = {}
         for track in tracks.values():
             track.stop()
         if pc is not None:

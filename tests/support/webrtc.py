@@ -123,7 +123,9 @@ class BrowserPeer:
     async def _consume(self, track: MediaStreamTrack) -> None:
         kind = track.kind
         receiver = self.receivers.get(kind)
-        if receiver is not None:
+        # Only the receiver of our own transceiver: a gateway's offer may carry
+        # more m-lines of a kind (the screen slot), whose tracks come here too.
+        if receiver is not None and receiver.track is track:
             internals.tap_rtp(receiver, self.rtp[kind].append)
         with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
             while True:

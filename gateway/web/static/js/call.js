@@ -1,11 +1,20 @@
 // One RTCPeerConnection with the gateway, driven by the signaling protocol
 // (docs/signaling.md): the browser offers after "admitted" (citizen) or
 // "welcome" (agent), trickles candidates both ways, answers the gateway's
-// offers, renegotiates for screen sharing, obeys "limits".
+// offers, obeys "limits", restarts ICE after a network blip.
 //
-// Events: "remotestream" (detail: MediaStream), "state" (detail: connection
-// state), "screen" (detail: {on} of the other side), "mute" (detail: frame),
-// "chat" (detail: frame), "ended" (detail: frame), "limits" (detail: frame).
+// Three m-lines from the start, in this order: audio, camera video, screen
+// video. Sharing the screen puts a track on the screen sender
+// (replaceTrack): no renegotiation, so the other side sees it at once.
+//
+// Events: "remotestream" (detail: MediaStream of the camera and audio),
+// "remotescreen" (detail: MediaStream of the other side's screen), "state"
+// (detail: connection state), "screen" (detail: {on} of the other side),
+// "mute" (detail: frame), "chat" (detail: frame), "ended" (detail: frame),
+// "limits" (detail: frame).
+
+const SLOTS = ['audio', 'video', 'screen'];
+const RESTART_AFTER_MS = 2000; // "disconnected" this long: restart ICE
 
 export class Call extends EventTarget {
   constructor(signaling, localStream) {
@@ -14,8 +23,10 @@ export class Call extends EventTarget {
     this.localStream = localStream;
     this.pc = null;
     this.pendingCandidates = [];
-    this.screenSender = null;
+    this.transceivers = {};
+    this.remoteStream = null;
     this.screenStream = null;
+    this.restartTimer = null;
     this.audioMuted = false;
     this.videoMuted = false;
     this.limits = null;
@@ -48,22 +59,52 @@ export class Call extends EventTarget {
     if (this.pc) return;
     const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
     this.pc = pc;
-    if (this.localStream) {
-      for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
-    }
-    if (!this.localStream || this.localStream.getVideoTracks().length === 0) {
-      pc.addTransceiver('video', { direction: 'recvonly' });
-    }
-    if (!this.localStream || this.localStream.getAudioTracks().length === 0) {
-      pc.addTransceiver('audio', { direction: 'recvonly' });
-    }
+    const local = this.localStream;
+    const audio = local ? local.getAudioTracks()[0] : undefined;
+    const camera = local ? local.getVideoTracks()[0] : undefined;
+    const streams = local ? [local] : [];
+    this.transceivers.audio = pc.addTransceiver(audio || 'audio', { direction: 'sendrecv', streams });
+    this.transceivers.video = pc.addTransceiver(camera || 'video', { direction: 'sendrecv', streams });
+    this.transceivers.screen = pc.addTransceiver('video', { direction: 'sendrecv' });
+    this.remoteStream = new MediaStream();
+    this.remoteScreen = new MediaStream();
     pc.addEventListener('icecandidate', (event) => this.signaling.candidate(event.candidate));
-    pc.addEventListener('track', (event) => {
-      const stream = event.streams[0] || new MediaStream([event.track]);
-      this.emit('remotestream', stream);
-    });
-    pc.addEventListener('connectionstatechange', () => this.emit('state', pc.connectionState));
+    pc.addEventListener('track', (event) => this.onTrack(event.transceiver, event.track));
+    pc.addEventListener('connectionstatechange', () => this.onConnectionState(pc));
     await this.negotiate();
+  }
+
+  onTrack(transceiver, track) {
+    const slot = SLOTS.find((name) => this.transceivers[name] === transceiver);
+    if (slot === 'screen') {
+      this.remoteScreen.getTracks().forEach((old) => this.remoteScreen.removeTrack(old));
+      this.remoteScreen.addTrack(track);
+      this.emit('remotescreen', this.remoteScreen);
+      return;
+    }
+    this.remoteStream.getTracks().filter((old) => old.kind === track.kind)
+      .forEach((old) => this.remoteStream.removeTrack(old));
+    this.remoteStream.addTrack(track);
+    this.emit('remotestream', this.remoteStream);
+  }
+
+  /** Connection lost for a moment (network change): restart ICE on our own. */
+  onConnectionState(pc) {
+    if (pc !== this.pc) return;
+    const state = pc.connectionState;
+    this.emit('state', state);
+    if (this.restartTimer !== null) window.clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+    if (state === 'failed') this.restart();
+    else if (state === 'disconnected') {
+      this.restartTimer = window.setTimeout(() => this.restart(), RESTART_AFTER_MS);
+    }
+  }
+
+  async restart() {
+    this.restartTimer = null;
+    if (!this.pc || this.pc.signalingState !== 'stable') return;
+    await this.negotiate({ iceRestart: true });
   }
 
   /** A (re)negotiation always starts with an offer from the browser. */
@@ -128,27 +169,26 @@ export class Call extends EventTarget {
     this.signaling.mute(this.audioMuted, this.videoMuted);
   }
 
-  /** Add the screen as a second video track, tell the other side, renegotiate. */
+  /** Put the screen on the screen slot and tell the other side (no renegotiation). */
   async startScreenShare() {
-    if (!this.pc || this.screenSender) return false;
+    if (!this.pc || this.screenStream) return false;
     const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
     const [track] = stream.getVideoTracks();
     this.screenStream = stream;
-    this.screenSender = this.pc.addTrack(track, stream);
     track.addEventListener('ended', () => { this.stopScreenShare(); });
+    await this.transceivers.screen.sender.replaceTrack(track);
+    if (this.limits) await this.applyLimits(this.limits);
     this.signaling.screen(true);
-    await this.negotiate();
     return true;
   }
 
   async stopScreenShare() {
-    if (!this.screenSender) return;
-    if (this.pc && this.pc.signalingState !== 'closed') this.pc.removeTrack(this.screenSender);
-    for (const track of this.screenStream.getTracks()) track.stop();
-    this.screenSender = null;
+    if (!this.screenStream) return;
+    const stream = this.screenStream;
     this.screenStream = null;
+    if (this.pc) await this.transceivers.screen.sender.replaceTrack(null);
+    for (const track of stream.getTracks()) track.stop();
     this.signaling.screen(false);
-    if (this.pc && this.pc.signalingState !== 'closed') await this.negotiate();
   }
 
   setQuality(mode) {
@@ -160,12 +200,15 @@ export class Call extends EventTarget {
     this.limits = limits;
     this.emit('limits', limits);
     if (!this.pc) return;
-    for (const sender of this.pc.getSenders()) {
-      if (!sender.track || sender.track.kind !== 'video') continue;
+    for (const slot of ['video', 'screen']) {
+      const { sender } = this.transceivers[slot];
+      if (!sender.track) continue;
       const params = sender.getParameters();
       if (!params.encodings || params.encodings.length === 0) continue;
       const settings = sender.track.getSettings();
-      const scale = Math.max(
+      // A shared screen keeps its resolution (text must stay legible) and
+      // gives up frame rate and bit rate instead.
+      const scale = slot === 'screen' ? 1 : Math.max(
         1,
         settings.width && limits.max_width ? settings.width / limits.max_width : 1,
         settings.height && limits.max_height ? settings.height / limits.max_height : 1,
@@ -213,7 +256,10 @@ export class Call extends EventTarget {
   }
 
   close() {
+    if (this.restartTimer !== null) window.clearTimeout(this.restartTimer);
+    this.restartTimer = null;
     if (this.screenStream) for (const track of this.screenStream.getTracks()) track.stop();
+    this.screenStream = null;
     if (this.pc) this.pc.close();
     this.pc = null;
   }

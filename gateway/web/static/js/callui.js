@@ -78,6 +78,7 @@ export class CallUi {
       }
     });
     call.addEventListener('remotestream', (e) => { this.el('remote-video').srcObject = e.detail; });
+    call.addEventListener('remotescreen', (e) => { this.el('remote-screen').srcObject = e.detail; });
     call.addEventListener('state', (e) => this.onState(e.detail));
     call.addEventListener('chat', (e) => {
       const frame = e.detail;
@@ -88,6 +89,7 @@ export class CallUi {
     });
     call.addEventListener('screen', (e) => {
       this.root.classList.toggle('remote-screen', e.detail.on);
+      this.el('remote-screen').hidden = !e.detail.on;
       announce(e.detail.on ? t('remote_screen_on') : t('remote_screen_off'));
     });
     call.addEventListener('limits', (e) => {
