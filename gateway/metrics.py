@@ -171,6 +171,28 @@ ICE_FAILURES = Counter(
     registry=REGISTRY,
 )
 
+# --- bridges ---------------------------------------------------------------------------
+BRIDGE_CALLS_ACTIVE = Gauge(
+    "gatewayd_bridge_calls_active",
+    "Dialled-out calls in progress (ringing or answered), by bridge (a configured name)",
+    ["bridge"],
+    registry=REGISTRY,
+)
+BRIDGE_CALL_ATTEMPTS = Counter(
+    "gatewayd_bridge_call_attempts_total",
+    "Dial-outs by bridge and outcome (answered, busy, no_answer, cancelled, failed, refused)",
+    ["bridge", "outcome"],
+    registry=REGISTRY,
+)
+BRIDGE_SETUP_SECONDS = Histogram(
+    "gatewayd_bridge_setup_seconds",
+    "From sending the INVITE to its 200 OK, answered dial-outs only, by bridge",
+    ["bridge"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
+    registry=REGISTRY,
+)
+BRIDGE_OUTCOMES = ("answered", "busy", "no_answer", "cancelled", "failed", "refused")
+
 # --- appointments ---------------------------------------------------------------------
 APPOINTMENTS = Counter(
     "gatewayd_appointments_total",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from bridges.service import BridgeService
 from bridges.sip.echo import EchoService
 from bridges.sip.endpoint import SipEndpoint
 from bridges.sip.trunks import TrunkManager, TrunkService
@@ -59,4 +60,6 @@ def add_services(gateway: Gateway, *, demo: bool = False) -> SipEndpoint:
     gateway.services.append(endpoint)
     # After the endpoint: it starts first and stops last, so un-REGISTERs go out.
     gateway.services.append(TrunkService(TrunkManager(endpoint, endpoint.clock)))
+    # After the endpoint too: the bridges' calls are hung up before it stops.
+    gateway.services.append(BridgeService(endpoint, allocator))
     return endpoint

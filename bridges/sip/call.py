@@ -86,6 +86,8 @@ class SipCall:
         self.answered = asyncio.Event()
         self.ended = asyncio.Event()
         self.provisional: list[int] = []
+        #: A provisional response (100-199) to our INVITE arrived (outgoing calls).
+        self.on_provisional: Callable[[SipCall, int], None] | None = None
         #: Answers 401/407 challenges on this call's requests (outgoing calls).
         self.digest: DigestClient | None = None
         #: RFC 4028 agreement, and the timer handle the endpoint arms for it.

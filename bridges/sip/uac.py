@@ -151,6 +151,8 @@ class UacRole:
         assert call.invite is not None
         if status < 200:
             call.provisional.append(status)
+            if call.on_provisional is not None:
+                call.on_provisional(call, status)
             if response.to_tag and call.state is CallState.CALLING:
                 call.dialog = Dialog.as_uac(call.invite, response)
                 call._set_state(CallState.EARLY)
