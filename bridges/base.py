@@ -155,12 +155,25 @@ class OutboundParticipant(Protocol):
         """The latest dial state."""
         ...
 
+    @property
+    def history(self) -> list[DialEvent]:
+        """Every event so far."""
+        ...
+
     def events(self) -> AsyncIterator[DialEvent]:
         """Every event from the first until a final one."""
         ...
 
     async def wait_answered(self, timeout: float | None = None) -> bool:
         """Wait for the outcome; True if answered (and not yet ended)."""
+        ...
+
+    async def wait_state(self, *states: DialState, timeout: float | None = None) -> DialState:
+        """Wait until the state is one of ``states`` or final (TimeoutError after ``timeout``)."""
+        ...
+
+    async def wait_ended(self, timeout: float | None = None) -> DialState:
+        """Wait for a final state and return it."""
         ...
 
     def media(self, kind: str) -> RoutedStream | None:

@@ -108,6 +108,10 @@ class SipParticipant:
         state = await self._progress.wait(frozenset({DialState.ANSWERED}), timeout)
         return state is DialState.ANSWERED
 
+    async def wait_state(self, *states: DialState, timeout: float | None = None) -> DialState:
+        """Wait until the state is one of ``states`` or final; returns it."""
+        return await self._progress.wait(frozenset(states), timeout)
+
     async def wait_ended(self, timeout: float | None = None) -> DialState:
         """Wait for a final state and return it."""
         return await self._progress.wait(frozenset(), timeout)
