@@ -237,8 +237,15 @@ class SipParticipant:
             self._giving_up = DialState.NO_ANSWER
             await call.hangup("no answer")
             return
-        if call.state is CallState.ESTABLISHED:
-            self._answered(call)
+        if call.state is not CallState.ESTABLISHED:
+            return
+        media = self.sip_media
+        if media is not None and not any(s.negotiated is not None for s in media.streams):
+            # The callee's answer left no usable stream (logged by SipMedia): end it.
+            self._giving_up = DialState.FAILED
+            await call.hangup("no common media")
+            return
+        self._answered(call)
 
     def _answered(self, call: SipCall) -> None:
         if self.state is DialState.ANSWERED or self._progress.final:
