@@ -123,6 +123,11 @@ class SignalingSession:
             if self.ws.closed:
                 return
             await self.ws.send_str(json.dumps(message))
+            if message["type"] == "ended":
+                # The call is over for this browser: closing the socket ends the
+                # reader, whose clean-up closes the leg and leaves the registry.
+                await self.ws.close()
+                return
 
     async def run(self) -> None:
         """Serve the socket until it closes, then clean up."""
@@ -347,10 +352,12 @@ class SignalingSession:
 
     async def hangup(self, reason: str) -> None:
         """``gateway.calls.Call``: the node ends this browser's call (drain timeout)."""
-        if self.room is not None and self.participant is not None:
-            self.room.hangup(self.participant, reason)
-        self.send({"type": "ended", "reason": reason, "by": "gateway"})
-        await asyncio.sleep(0.05)
+        room, participant = self.room, self.participant
+        if room is not None and participant is not None and not room.ended:
+            room.hangup(participant, reason)  # "ended" to everyone, this browser too
+        else:
+            self.send({"type": "ended", "reason": reason, "by": "gateway"})
+        await asyncio.sleep(0.05)  # the writer sends it and closes; if it cannot:
         await self.ws.close()
 
 

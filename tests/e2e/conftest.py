@@ -30,6 +30,8 @@ CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
     "--allow-loopback-in-peer-connection",
+    # getDisplayMedia without a picker: the fake devices give a 1280x720 screen.
+    "--auto-select-desktop-capture-source=gatewayd",
 ]
 
 
