@@ -77,6 +77,12 @@ def silence(samples: int, channels: int) -> Pcm:
 class PcmFramer:
     """Converts audio frames of any format to ``s16`` blocks of ``samples`` per channel.
 
+    Samples short of a block wait in a preallocated buffer (no list of
+    pieces, no concatenation per packet); ``push_pcm`` takes samples that
+    are already at the framer's rate and channel count, without a frame.
+    A returned block is valid until the next push (it may be a view of the
+    input or of the framer's buffer): encode it before pushing again.
+
     Not thread-safe: one framer belongs to one encoder.
     """
 
@@ -86,7 +92,7 @@ class PcmFramer:
         self.samples = samples
         self._layout = layout_name(channels)
         self._block = samples * channels
-        self._pending: list[Pcm] = []
+        self._buffer: Pcm = np.empty(4 * self._block, dtype=np.int16)
         self._pending_len = 0
         self._resampler: AudioResampler | None = None
         self._resampler_input: tuple[str, str, int] | None = None
@@ -99,20 +105,34 @@ class PcmFramer:
     def push(self, frame: AudioFrame) -> list[Pcm]:
         """Feed one frame; return the complete blocks it finished."""
         pieces = self._convert(frame)
-        if len(pieces) == 1 and not self._pending and pieces[0].size == self._block:
-            # The steady state of a same-rate leg: no copy, no concatenation.
-            return pieces
+        if len(pieces) == 1:
+            return self.push_pcm(pieces[0])
+        blocks: list[Pcm] = []
         for pcm in pieces:
-            self._pending.append(pcm.copy())  # not a view of a frame's buffer
-            self._pending_len += pcm.size
-        if self._pending_len < self._block:
+            # Blocks of an earlier piece must survive the next push: copy them.
+            blocks += [block.copy() for block in self.push_pcm(pcm)]
+        return blocks
+
+    def push_pcm(self, pcm: Pcm) -> list[Pcm]:
+        """Feed interleaved samples at ``rate`` x ``channels``; return the blocks completed."""
+        block = self._block
+        if not self._pending_len and pcm.size == block:
+            return [pcm]  # the steady state of a same-rate leg: no copy at all
+        total = self._pending_len + pcm.size
+        if total > self._buffer.size:
+            grown = np.empty(total + self._block, dtype=np.int16)
+            grown[: self._pending_len] = self._buffer[: self._pending_len]
+            self._buffer = grown
+        self._buffer[self._pending_len : total] = pcm
+        whole = (total // block) * block
+        if not whole:
+            self._pending_len = total
             return []
-        joined = np.concatenate(self._pending)
-        whole = (joined.size // self._block) * self._block
-        blocks = [joined[i : i + self._block] for i in range(0, whole, self._block)]
-        rest = joined[whole:]
-        self._pending = [rest] if rest.size else []
-        self._pending_len = int(rest.size)
+        # Copies: the rest moves to the front of the same buffer below.
+        blocks = [self._buffer[i : i + block].copy() for i in range(0, whole, block)]
+        rest = total - whole
+        self._buffer[:rest] = self._buffer[whole:total]
+        self._pending_len = rest
         return blocks
 
     def _convert(self, frame: AudioFrame) -> list[Pcm]:
@@ -128,10 +148,9 @@ class PcmFramer:
             # changes rate mid-call (re-INVITE) gets a fresh one.
             self._resampler = AudioResampler(format="s16", layout=self._layout, rate=self.rate)
             self._resampler_input = key
-        return [
-            out.to_ndarray().reshape(-1).astype(np.int16, copy=False)
-            for out in self._resampler.resample(frame)
-        ]
+        # samples_of, not to_ndarray (which goes through numpy.vstack): the
+        # resampler's frames are packed s16, one plane.
+        return [samples_of(out) for out in self._resampler.resample(frame)]
 
 
 class SilenceConcealingDecoder:

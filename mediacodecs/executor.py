@@ -9,11 +9,20 @@ payloads 1.5x; Opus -> PCMU payloads (~35 µs, mostly Python) gain nothing
 and each job costs ~10-40 µs of hand-over, so cheap audio is better batched
 or kept on one worker.
 
-Overload degrades quality, never latency or memory: at most ``max_queued``
-jobs wait; a new job beyond that evicts the oldest waiting one (counted in
+Overload degrades quality, never latency or memory: at most ``per_key``
+jobs of one stream wait (a job is one frame: one audio packet, or a whole
+video frame however many RTP payloads it came in); a new job beyond that
+evicts the oldest waiting job *of the same stream* (counted in
 ``gatewayd_media_queue_drops_total``), whose future fails with
 ``JobDropped`` and whose ``on_drop`` runs so its stream can treat the lost
-work as a lost packet (conceal, ask for a keyframe).
+work as a lost packet (conceal, ask for a keyframe). The bound thus grows
+with the streams being transcoded, and a stream that falls behind loses its
+own oldest work, not the other streams'. ``max_queued`` optionally caps all
+waiting jobs together (then the oldest of all goes).
+
+An earlier version had only a global bound of 4 jobs per worker with a job
+per RTP payload: a 640x480 keyframe (17-31 payloads) overflowed it on its
+own and the video never recovered (9-11 % of video jobs dropped).
 
 Jobs with the same ``key`` (one per stream) run one at a time and in
 submission order: a codec context is stateful and not thread-safe, and
@@ -67,16 +76,21 @@ class MediaExecutor:
         self,
         workers: int | None = None,
         *,
+        per_key: int = 4,
         max_queued: int | None = None,
         name: str = "media",
     ) -> None:
+        if per_key < 1 or (max_queued is not None and max_queued < 1):
+            raise ValueError("queue bounds must be at least 1")
         self.workers = workers or usable_cores()
-        # A few jobs per worker: enough to ride out a burst (a keyframe),
-        # too few to build seconds of latency.
-        self.max_queued = max_queued or 4 * self.workers
+        # Four frames per stream: 80 ms of audio, 270 ms of 15 fps video;
+        # enough to ride out a burst, too few to build seconds of latency.
+        self.per_key = per_key
+        self.max_queued = max_queued
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=name)
         self._lock = threading.Lock()
         self._pending: deque[_Job[Any]] = deque()
+        self._waiting: dict[Hashable, int] = {}  # per key: jobs in _pending
         self._busy_keys: set[Hashable] = set()
         self._running = 0
         self._closed = False
@@ -95,16 +109,23 @@ class MediaExecutor:
         key: Hashable | None = None,
         on_drop: Callable[[], None] | None = None,
     ) -> Future[T]:
-        """Queue ``fn``; jobs of one ``key`` run in order, one at a time."""
+        """Queue ``fn``; jobs of one ``key`` run in order, one at a time.
+
+        Jobs without a key are bounded together, as if they shared one."""
         job: _Job[T] = _Job(fn, key, on_drop)
         evicted: _Job[Any] | None = None
         with self._lock:
             if self._closed:
                 raise RuntimeError("the media executor is shut down")
-            if len(self._pending) >= self.max_queued:
-                evicted = self._pending.popleft()
+            if self._waiting.get(key, 0) >= self.per_key:
+                evicted = next(j for j in self._pending if j.key == key)
+            elif self.max_queued is not None and len(self._pending) >= self.max_queued:
+                evicted = self._pending[0]
+            if evicted is not None:
+                self._remove_locked(evicted)
                 self.dropped += 1
             self._pending.append(job)
+            self._waiting[key] = self._waiting.get(key, 0) + 1
             self._dispatch_locked()
         if evicted is not None:
             self._drop(evicted)
@@ -120,6 +141,7 @@ class MediaExecutor:
             self._closed = True
             waiting = list(self._pending)
             self._pending.clear()
+            self._waiting.clear()
         for job in waiting:
             job.future.cancel()
         self._pool.shutdown(wait=wait)
@@ -144,10 +166,21 @@ class MediaExecutor:
             return None
         job = next((j for j in self._pending if j.key not in self._busy_keys), None)
         if job is not None:
-            self._pending.remove(job)
+            self._remove_locked(job)
             if job.key is not None:
                 self._busy_keys.add(job.key)
         return job
+
+    def _remove_locked(self, job: _Job[Any]) -> None:
+        if self._pending[0] is job:
+            self._pending.popleft()
+        else:
+            self._pending.remove(job)
+        left = self._waiting[job.key] - 1
+        if left:
+            self._waiting[job.key] = left
+        else:
+            del self._waiting[job.key]
 
     def _dispatch_locked(self) -> None:
         while self._running < self.workers:

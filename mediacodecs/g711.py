@@ -1,19 +1,21 @@
 """G.711 µ-law (PCMU) and A-law (PCMA).
 
-The media path uses libavcodec's ``pcm_mulaw``/``pcm_alaw``. We measured
-the alternative the issue suggested, numpy table lookup, and it loses once
-frames are what goes in and out (``bench media_codecs``, same framing and
+Frames go through libavcodec's ``pcm_mulaw``/``pcm_alaw``. We measured
+the alternative, numpy table lookup, and it loses once frames are what
+goes in and out (``bench media_codecs``, same framing and
 payloads): libavcodec does 1.3-1.4 times as many 20 ms encode+decode
 pairs per second (~160k against ~120k on the reference host). The lookup
 itself takes ~1 µs, but getting samples out of an AVFrame and filling a new
 one costs more than libavcodec's whole call, which fills the frame in C.
 Either way it is under 0.02 % of a core per leg.
 
-The numpy tables stay, bit-exact with libavcodec for all 65536 inputs (a
-test checks it): ``encode_pcm``/``decode_pcm`` serve code without PyAV
-(analysis of G.711 audio, tests), and ``Numpy*`` codecs are the bench's
-peer. The decode tables are G.711's reconstruction levels; the encode
-tables map each sample to the nearest level, built as libavcodec builds
+Without frames the tables win by far (~1.3 µs for 20 ms either way), so
+the codecs' ``encode_pcm``/``decode_pcm`` methods, which the router's inline
+audio path uses (Opus <-> G.711 as plain samples, no PyAV), go through
+them. They are bit-exact with libavcodec for all 65536 inputs (a test
+checks it); ``Numpy*`` codecs are the bench's frame-based peer. The
+decode tables are G.711's reconstruction levels; the encode tables map
+each sample to the nearest level, built as libavcodec builds
 them (``pcm_tablegen.h``); the classic Sun ``g711.c`` truncates instead
 and errs ~0.4 % more.
 """
@@ -125,7 +127,9 @@ class G711Encoder:
 
     def __init__(self, law: G711Law, samples_per_frame: int = SAMPLES_PER_FRAME) -> None:
         self.law: G711Law = law
+        self.sample_rate = RATE
         self._codec = _libav_context(law, "w")
+        self._table = _ENCODE[law]
         self._framer = PcmFramer(RATE, 1, samples_per_frame)
         self._samples = samples_per_frame
         self._timestamp = 0
@@ -154,6 +158,14 @@ class G711Encoder:
             self._timestamp += len(data)  # one byte per sample
         return out
 
+    def encode_pcm(self, pcm: Pcm) -> list[RtpPayload]:
+        """8 kHz mono samples to payloads by table lookup; one per 20 ms."""
+        out = []
+        for block in self._framer.push_pcm(pcm):
+            out.append(RtpPayload(self._table[block.view(np.uint16)].tobytes(), self._timestamp))
+            self._timestamp += block.size
+        return out
+
     def set_bitrate(self, bps: int) -> None:
         """G.711 has one rate."""
 
@@ -169,6 +181,9 @@ class G711Decoder(SilenceConcealingDecoder):
     def __init__(self, law: G711Law) -> None:
         super().__init__(_libav_context(law, "r"), RATE, SAMPLES_PER_FRAME, "g711")
         self.law: G711Law = law
+        self.sample_rate = RATE
+        self.channels = 1
+        self._table = _DECODE[law]
 
     def decode(self, payload: RtpPayload) -> list[AudioFrame]:
         """One frame per payload."""
@@ -177,6 +192,20 @@ class G711Decoder(SilenceConcealingDecoder):
     def conceal(self, next_payload: RtpPayload | None = None) -> list[AudioFrame]:
         """Silence for one packet's duration (G.711 itself has no PLC)."""
         return self._silence()
+
+    def decode_pcm(self, payload: RtpPayload) -> Pcm:
+        """The payload's 8 kHz samples, by table lookup."""
+        pcm: Pcm = self._table[np.frombuffer(payload.data, dtype=np.uint8)]
+        if pcm.size:
+            self._last_samples = pcm.size
+            self._next_pts = payload.timestamp + pcm.size
+        return pcm
+
+    def conceal_pcm(self, next_payload: RtpPayload | None = None) -> Pcm:
+        """Silence for one packet's duration, as samples."""
+        if self._next_pts is not None:
+            self._next_pts += self._last_samples
+        return silence(self._last_samples, 1)
 
 
 class NumpyG711Encoder:

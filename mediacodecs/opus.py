@@ -9,9 +9,17 @@ does all three, so we call the very libopus that PyAV's wheel ships
 (``av.libs/libopus-*.so``; a system ``libopus`` otherwise): same library,
 no new dependency, and ctypes releases the GIL during each call.
 
-The RTP clock of Opus is always 48 kHz whatever the audio bandwidth; the
-decoder can output 8, 12, 16, 24 or 48 kHz directly, which spares a
-resampler when the other leg is G.711 or G.722.
+The RTP clock of Opus is always 48 kHz whatever the audio bandwidth (RFC
+7587 section 4.1), but libopus takes and gives PCM at 8, 12, 16, 24 or
+48 kHz natively. Next to a G.711 leg the encoder runs at 8 kHz and codes
+narrowband, the decoder outputs 8 kHz: no resampler on either side, and the
+encoder does less than half the work (``bench media_codecs``: ~55 against
+~125 µs per 20 ms at complexity 5); next to G.722 the same at 16 kHz,
+wideband. The audio a narrowband leg sends has nothing above 4 kHz anyway.
+
+``decode_pcm``/``encode_pcm`` move plain samples (no PyAV frame), which is
+what the router's inline audio path uses: libopus through ctypes and G.711
+through numpy tables never touch PyAV.
 """
 
 from __future__ import annotations
@@ -38,10 +46,21 @@ MAX_FRAME_SAMPLES = 5760  # 120 ms at 48 kHz, the longest packet
 MIN_BITRATE = 6000
 MAX_BITRATE = 510000
 DECODER_RATES = frozenset({8000, 12000, 16000, 24000, 48000})
+#: The rates libopus encodes from and decodes to (both the same set).
+PCM_RATES = DECODER_RATES
+#: libopus's widest audio band per input rate (opus_defines.h OPUS_BANDWIDTH_*).
+_BANDWIDTH = {8000: 1101, 12000: 1102, 16000: 1103, 24000: 1104, 48000: 1105}
+#: The encoder's default complexity. libopus itself defaults to 9, Asterisk
+#: and FFmpeg's libopusenc (so rtpengine) to 10, libwebrtc to 9 on desktops
+#: and 5 on mobiles; FreeSWITCH leaves libopus's default. 5 costs ~55 % of 9
+#: at 48 kHz (~75 % at 8 kHz narrowband) for speech that listeners do not tell
+#: apart at these bitrates; the operator may raise it per deployment.
+DEFAULT_COMPLEXITY = 5
 
 # opus_defines.h
 _APPLICATION_VOIP = 2048
 _SET_BITRATE = 4002
+_SET_MAX_BANDWIDTH = 4004
 _SET_COMPLEXITY = 4010
 _SET_INBAND_FEC = 4012
 _SET_PACKET_LOSS_PERC = 4014
@@ -50,8 +69,6 @@ _SET_SIGNAL = 4024
 _SIGNAL_VOICE = 3001
 
 _log = get_logger("mediacodecs.opus")
-
-_c_int16_p = ctypes.POINTER(ctypes.c_int16)
 
 
 def _library_path() -> str:
@@ -82,7 +99,7 @@ def _libopus() -> ctypes.CDLL:
     lib.opus_encode.restype = ctypes.c_int32
     lib.opus_encode.argtypes = [
         ctypes.c_void_p,
-        _c_int16_p,
+        ctypes.c_void_p,  # const opus_int16 *pcm, passed as an address
         ctypes.c_int,
         ctypes.c_char_p,
         ctypes.c_int32,
@@ -96,7 +113,7 @@ def _libopus() -> ctypes.CDLL:
         ctypes.c_void_p,
         ctypes.c_char_p,  # None means "this packet is lost": PLC
         ctypes.c_int32,
-        _c_int16_p,
+        ctypes.c_void_p,  # opus_int16 *pcm, passed as an address
         ctypes.c_int,
         ctypes.c_int,
     ]
@@ -121,13 +138,19 @@ def _error_text(code: int) -> str:
 
 
 class OpusEncoder:
-    """48 kHz PCM to Opus payloads, one per 20 ms, bitrate changeable at any time.
+    """PCM to Opus payloads, one per 20 ms, bitrate changeable at any time.
+
+    ``sample_rate`` is the rate libopus encodes from (8, 12, 16, 24 or
+    48 kHz); it also caps the coded band (8 kHz: narrowband, 16 kHz:
+    wideband), so pick the rate of the audio's real source. Frames at
+    another rate are resampled to it; ``encode_pcm`` takes samples already
+    at it. RTP timestamps stay on the 48 kHz clock.
 
     ``fec`` turns on in-band FEC (LBRR): each packet also carries a coarse
     copy of the previous one, sized for ``expected_loss`` percent loss; it
     only exists in the SILK and hybrid modes that speech at up to ~40 kbit/s
-    uses. ``complexity`` 0-10 trades CPU for quality (libopus defaults to
-    10; 5 halves the cost per leg with little audible loss for speech).
+    uses. ``complexity`` 0-10 trades CPU for quality (see
+    ``DEFAULT_COMPLEXITY`` for what others use).
     """
 
     kind: MediaKind = "audio"
@@ -139,22 +162,30 @@ class OpusEncoder:
         channels: int = 1,
         fec: bool = True,
         expected_loss: int = 10,
-        complexity: int = 5,
+        complexity: int = DEFAULT_COMPLEXITY,
         dtx: bool = False,
+        sample_rate: int = RTP_CLOCK,
     ) -> None:
+        if sample_rate not in PCM_RATES:
+            raise CodecError(f"opus encodes from {sorted(PCM_RATES)} Hz, not {sample_rate}")
         lib = _libopus()
         error = ctypes.c_int(0)
-        handle = lib.opus_encoder_create(RTP_CLOCK, channels, _APPLICATION_VOIP, error)
+        handle = lib.opus_encoder_create(sample_rate, channels, _APPLICATION_VOIP, error)
         if not handle or error.value:
             raise CodecError(f"opus encoder: {_error_text(error.value)}")
         self._handle: int = handle
         weakref.finalize(self, lib.opus_encoder_destroy, handle)
         self.channels = channels
-        self._framer = PcmFramer(RTP_CLOCK, channels, SAMPLES_PER_FRAME)
+        self.sample_rate = sample_rate
+        self.complexity = complexity
+        self._samples = sample_rate // 50  # 20 ms
+        self._framer = PcmFramer(sample_rate, channels, self._samples)
         self._out = ctypes.create_string_buffer(MAX_PACKET)
+        self._opus_encode = lib.opus_encode
         self._timestamp = 0
         self._bitrate = 0
         self._ctl(_SET_SIGNAL, _SIGNAL_VOICE)
+        self._ctl(_SET_MAX_BANDWIDTH, _BANDWIDTH[sample_rate])
         self._ctl(_SET_COMPLEXITY, complexity)
         self._ctl(_SET_INBAND_FEC, int(fec))
         self._ctl(_SET_PACKET_LOSS_PERC, expected_loss if fec else 0)
@@ -188,11 +219,15 @@ class OpusEncoder:
         """Encode; one payload per complete 20 ms."""
         return [self._encode_block(block) for block in self._framer.push(frame)]
 
+    def encode_pcm(self, pcm: Pcm) -> list[RtpPayload]:
+        """Encode interleaved ``s16`` samples at ``sample_rate``; one payload per 20 ms."""
+        return [self._encode_block(block) for block in self._framer.push_pcm(pcm)]
+
     def _encode_block(self, block: Pcm) -> RtpPayload:
-        size = _libopus().opus_encode(
+        size = self._opus_encode(
             self._handle,
-            block.ctypes.data_as(_c_int16_p),
-            SAMPLES_PER_FRAME,
+            block.ctypes.data,
+            self._samples,
             self._out,
             MAX_PACKET,
         )
@@ -232,6 +267,9 @@ class OpusDecoder:
         self._scale = Fraction(sample_rate, RTP_CLOCK)
         max_samples = MAX_FRAME_SAMPLES * sample_rate // RTP_CLOCK
         self._pcm = np.empty(max_samples * channels, dtype=np.int16)
+        self._capacity = max_samples
+        self._address = self._pcm.ctypes.data  # the buffer never moves
+        self._opus_decode = lib.opus_decode
         self._next_pts: int | None = None
         self._last_samples = SAMPLES_PER_FRAME * sample_rate // RTP_CLOCK
         self.decode_errors = 0
@@ -240,22 +278,41 @@ class OpusDecoder:
 
     def decode(self, payload: RtpPayload) -> list[AudioFrame]:
         """One frame per payload (20 ms, or whatever the packet holds)."""
+        samples, pts = self._decode(payload)
+        return [self._frame(samples, pts)]
+
+    def decode_pcm(self, payload: RtpPayload) -> Pcm:
+        """The payload's samples at ``sample_rate``, interleaved; a view of the
+        decoder's buffer, valid until the next call."""
+        samples, _pts = self._decode(payload)
+        return self._pcm[: samples * self.channels]
+
+    def conceal(self, next_payload: RtpPayload | None = None) -> list[AudioFrame]:
+        """One frame standing in for one lost packet: FEC if possible, else PLC."""
+        samples, pts = self._conceal(next_payload)
+        return [self._frame(samples, pts)]
+
+    def conceal_pcm(self, next_payload: RtpPayload | None = None) -> Pcm:
+        """``conceal`` as samples (a view of the decoder's buffer, like ``decode_pcm``)."""
+        samples, _pts = self._conceal(next_payload)
+        return self._pcm[: samples * self.channels]
+
+    def _decode(self, payload: RtpPayload) -> tuple[int, int | None]:
         if not payload.data:
-            return self.conceal()  # libopus reads a zero-length packet as a lost one
+            return self._conceal()  # libopus reads a zero-length packet as a lost one
         pts = int(payload.timestamp * self._scale)
-        samples = self._run(payload.data, self._pcm.size // self.channels, fec=False)
+        samples = self._run(payload.data, self._capacity, fec=False)
         if samples < 0:
             self.decode_errors += 1
             _log.warning(
                 "opus payload rejected", error=_error_text(samples), size=len(payload.data)
             )
-            return self.conceal()
+            return self._conceal()
         self._last_samples = samples
         self._next_pts = pts + samples
-        return [self._frame(samples, pts)]
+        return samples, pts
 
-    def conceal(self, next_payload: RtpPayload | None = None) -> list[AudioFrame]:
-        """One frame standing in for one lost packet: FEC if possible, else PLC."""
+    def _conceal(self, next_payload: RtpPayload | None = None) -> tuple[int, int | None]:
         lib = _libopus()
         use_fec = next_payload is not None and (
             not hasattr(lib, "opus_packet_has_lbrr")
@@ -276,16 +333,11 @@ class OpusDecoder:
         pts = self._next_pts
         if pts is not None:
             self._next_pts = pts + samples
-        return [self._frame(samples, pts)]
+        return samples, pts
 
     def _run(self, data: bytes | None, samples: int, *, fec: bool) -> int:
-        result: int = _libopus().opus_decode(
-            self._handle,
-            data,
-            len(data) if data else 0,
-            self._pcm.ctypes.data_as(_c_int16_p),
-            samples,
-            int(fec),
+        result: int = self._opus_decode(
+            self._handle, data, len(data) if data else 0, self._address, samples, int(fec)
         )
         return result
 

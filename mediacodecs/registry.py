@@ -24,7 +24,13 @@ from mediacodecs.base import VideoEncoder as VideoEncoderProtocol
 from mediacodecs.g711 import G711Decoder, G711Encoder
 from mediacodecs.g722 import G722Decoder, G722Encoder
 from mediacodecs.h264 import H264Decoder, H264Encoder, PacketizationMode
-from mediacodecs.opus import DECODER_RATES, OpusDecoder, OpusEncoder
+from mediacodecs.opus import (
+    DECODER_RATES,
+    DEFAULT_COMPLEXITY,
+    PCM_RATES,
+    OpusDecoder,
+    OpusEncoder,
+)
 from mediacodecs.vp8 import Vp8Decoder, Vp8Encoder
 
 
@@ -145,9 +151,13 @@ def _transcode_cost(
     if source.kind == "video":
         # Scaling (libswscale) is cheap next to the codecs and left out.
         return cost * (width * height * fps) / _REFERENCE_PIXEL_RATE
-    # Opus decodes straight to 8/16 kHz (see AudioTranscoder): no resampler then.
+    # Opus decodes straight to 8/16 kHz and encodes from them (see
+    # AudioTranscoder): no resampler then.
     decodes_to_sink_rate = source is CODECS["opus"] and sink.sample_rate in DECODER_RATES
-    if source.sample_rate != sink.sample_rate and not decodes_to_sink_rate:
+    encodes_from_source_rate = sink is CODECS["opus"] and source.sample_rate in PCM_RATES
+    if source.sample_rate != sink.sample_rate and not (
+        decodes_to_sink_rate or encodes_from_source_rate
+    ):
         cost += RESAMPLE_COST
     return cost
 
@@ -208,9 +218,16 @@ def create_audio_decoder(
 
 
 def create_audio_encoder(
-    codec: CodecDescription, *, bitrate: int | None = None, fec: bool = True
+    codec: CodecDescription,
+    *,
+    bitrate: int | None = None,
+    fec: bool = True,
+    sample_rate: int | None = None,
+    opus_complexity: int | None = None,
 ) -> AudioEncoder:
-    """An encoder for ``codec``; ``bitrate``/``fec`` matter to Opus only."""
+    """An encoder for ``codec``; the keywords matter to Opus only: ``sample_rate``
+    is the rate of the audio's source (Opus encodes from it when libopus
+    can, which also caps the coded band), ``opus_complexity`` 0-10."""
     name = codec.name.lower()
     if name in ("pcmu", "pcma"):
         return G711Encoder("pcmu" if name == "pcmu" else "pcma")
@@ -219,7 +236,13 @@ def create_audio_encoder(
     if name == "opus":
         # The peer's useinbandfec=1 says it decodes FEC; without it FEC only wastes bits.
         wants_fec = fmtp_parameters(codec.fmtp).get("useinbandfec") == "1"
-        return OpusEncoder(bitrate or 32000, fec=fec and wants_fec)
+        rate = sample_rate if sample_rate in PCM_RATES else None
+        return OpusEncoder(
+            bitrate or 32000,
+            fec=fec and wants_fec,
+            sample_rate=rate or 48000,
+            complexity=DEFAULT_COMPLEXITY if opus_complexity is None else opus_complexity,
+        )
     raise CodecError(f"no audio encoder for {codec.name}")
 
 

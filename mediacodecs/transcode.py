@@ -6,24 +6,35 @@ of the other codec. The conversion step lives in the encoders (audio:
 scales with libswscale), so a transcoder is little more than its decoder,
 its encoder and the rules for loss and control.
 
-Threading: ``process`` and ``conceal`` run on the media executor (use
-``submit``: jobs of one transcoder run one at a time, in order); the
-control calls (``set_bitrate``, ``request_keyframe``, ...) come from the
-event loop at any time and are applied by the worker before its next
-payload, so a codec context is only ever touched by one thread.
+Audio between Opus and G.711 skips PyAV altogether: libopus runs at the
+G.711 leg's 8 kHz (no resampler), G.711 is a numpy table lookup, and the
+samples go from decoder to encoder as a plain array (``decode_pcm`` /
+``encode_pcm``), no AudioFrame. Such a transcoder is ``inline_safe``: a
+payload costs ~30-60 µs of C with the GIL released around libopus, less
+than handing it to a worker thread and back, so the router runs it on the
+event loop. Everything else (video, G.722, resampling) goes through PyAV
+and runs on the executor.
+
+Threading: ``process``/``process_frame`` and ``conceal`` run on the media
+executor (use ``submit``/``submit_frame``: jobs of one transcoder run one
+at a time, in order), or inline for ``inline_safe`` ones; the control calls
+(``set_bitrate``, ``request_keyframe``, ...) come from the event loop at
+any time and are applied before the next payload, so a codec context is
+only ever touched by one thread at a time.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from av import AudioFrame, VideoFrame
 
 from gateway.metrics import MEDIA_TRANSCODES_ACTIVE
+from mediacodecs.audio import Pcm
 from mediacodecs.base import (
     AudioDecoder,
     AudioEncoder,
@@ -47,8 +58,29 @@ from mediacodecs.registry import (
 FrameT = TypeVar("FrameT", AudioFrame, VideoFrame)
 
 
+@runtime_checkable
+class PcmDecoding(Protocol):
+    """An audio decoder that also gives plain samples (Opus, G.711)."""
+
+    sample_rate: int
+    channels: int
+
+    def decode_pcm(self, payload: RtpPayload) -> Pcm: ...
+    def conceal_pcm(self, next_payload: RtpPayload | None = None) -> Pcm: ...
+
+
+@runtime_checkable
+class PcmEncoding(Protocol):
+    """An audio encoder that also takes plain samples at its ``sample_rate`` (Opus, G.711)."""
+
+    sample_rate: int
+
+    def encode_pcm(self, pcm: Pcm) -> list[RtpPayload]: ...
+
+
 class _Transcoder(Generic[FrameT]):
     kind: MediaKind
+    inline_safe: bool
 
     def __init__(self, decoder: Decoder[FrameT], encoder: Encoder[FrameT]) -> None:
         self._decoder: Decoder[FrameT] = decoder
@@ -85,23 +117,34 @@ class _Transcoder(Generic[FrameT]):
 
     def process(self, payload: RtpPayload) -> list[RtpPayload]:
         """Transcode one payload (after concealing any noted losses)."""
+        return self._process((payload,))
+
+    def process_frame(self, payloads: Sequence[bytes], timestamp: int) -> list[RtpPayload]:
+        """Transcode one frame as the jitter buffer hands it out: one audio
+        payload, or every payload of a video frame (in order, marker on the last)."""
+        last = len(payloads) - 1
+        return self._process(
+            [RtpPayload(data, timestamp, index == last) for index, data in enumerate(payloads)]
+        )
+
+    def _process(self, payloads: Sequence[RtpPayload]) -> list[RtpPayload]:
         with self._lock:
             lost, self._lost = self._lost, 0
             controls, self._controls = self._controls, []
         for control in controls:
             control()
         out: list[RtpPayload] = []
+        following = payloads[0] if payloads else None
         for index in range(lost):
             # The last lost packet may be recoverable from this one (Opus FEC).
-            out += self._encode(self._decoder.conceal(payload if index == lost - 1 else None))
-        frames = self._decoder.decode(payload)
-        self.frames_decoded += len(frames)
-        out += self._encode(frames)
+            out += self._conceal_one(following if index == lost - 1 else None)
+        for payload in payloads:
+            out += self._transcode_one(payload)
         return out
 
     def conceal(self, next_payload: RtpPayload | None = None) -> list[RtpPayload]:
         """The jitter buffer reports one lost payload, before ``next_payload``."""
-        return self._encode(self._decoder.conceal(next_payload))
+        return self._conceal_one(next_payload)
 
     def submit(self, executor: MediaExecutor, payload: RtpPayload) -> Future[list[RtpPayload]]:
         """Queue ``process(payload)`` on the executor, in order with this
@@ -109,6 +152,25 @@ class _Transcoder(Generic[FrameT]):
         return executor.submit(
             functools.partial(self.process, payload), key=self, on_drop=self.note_lost
         )
+
+    def submit_frame(
+        self, executor: MediaExecutor, payloads: Sequence[bytes], timestamp: int
+    ) -> Future[list[RtpPayload]]:
+        """Queue ``process_frame`` as one job: a video frame of 30 payloads is
+        one job, not 30 that a bounded queue could split."""
+        return executor.submit(
+            functools.partial(self.process_frame, payloads, timestamp),
+            key=self,
+            on_drop=self.note_lost,
+        )
+
+    def _transcode_one(self, payload: RtpPayload) -> list[RtpPayload]:
+        frames = self._decoder.decode(payload)
+        self.frames_decoded += len(frames)
+        return self._encode(frames)
+
+    def _conceal_one(self, next_payload: RtpPayload | None) -> list[RtpPayload]:
+        return self._encode(self._decoder.conceal(next_payload))
 
     def close(self) -> None:
         """The stream ended (idempotent; keeps the gauge of active transcodes true)."""
@@ -142,20 +204,57 @@ class AudioTranscoder(_Transcoder[AudioFrame]):
         *,
         bitrate: int | None = None,
         fec: bool = True,
+        opus_complexity: int | None = None,
     ) -> None:
-        info = codec_info(sink)
-        # Opus decodes straight to the sink's rate: no resampler on Opus -> G.711.
+        source_info, sink_info = codec_info(source), codec_info(sink)
+        # Opus decodes straight to the sink's rate and encodes from the
+        # source's: no resampler between Opus and G.711 or G.722.
         decoder: AudioDecoder = create_audio_decoder(
-            source, sample_rate=info.sample_rate if info else None
+            source, sample_rate=sink_info.sample_rate if sink_info else None
         )
-        encoder: AudioEncoder = create_audio_encoder(sink, bitrate=bitrate, fec=fec)
+        encoder: AudioEncoder = create_audio_encoder(
+            sink,
+            bitrate=bitrate,
+            fec=fec,
+            sample_rate=source_info.sample_rate if source_info else None,
+            opus_complexity=opus_complexity,
+        )
         super().__init__(decoder, encoder)
+        self._pcm_decoder: PcmDecoding | None = None
+        self._pcm_encoder: PcmEncoding | None = None
+        if (
+            isinstance(decoder, PcmDecoding)
+            and isinstance(encoder, PcmEncoding)
+            and decoder.sample_rate == encoder.sample_rate
+            and decoder.channels == getattr(encoder, "channels", 1)
+        ):
+            self._pcm_decoder, self._pcm_encoder = decoder, encoder
+        #: No PyAV on the way (libopus and numpy only): cheap enough, and safe,
+        #: to run on the event loop.
+        self.inline_safe = self._pcm_decoder is not None
+
+    def _transcode_one(self, payload: RtpPayload) -> list[RtpPayload]:
+        if self._pcm_decoder is None or self._pcm_encoder is None:
+            return super()._transcode_one(payload)
+        pcm = self._pcm_decoder.decode_pcm(payload)
+        self.frames_decoded += bool(pcm.size)
+        payloads = self._pcm_encoder.encode_pcm(pcm)
+        self.frames_encoded += bool(payloads)
+        return payloads
+
+    def _conceal_one(self, next_payload: RtpPayload | None) -> list[RtpPayload]:
+        if self._pcm_decoder is None or self._pcm_encoder is None:
+            return super()._conceal_one(next_payload)
+        payloads = self._pcm_encoder.encode_pcm(self._pcm_decoder.conceal_pcm(next_payload))
+        self.frames_encoded += bool(payloads)
+        return payloads
 
 
 class VideoTranscoder(_Transcoder[VideoFrame]):
     """Video from ``source`` to ``sink`` at ``width`` x ``height``, ``fps``, ``bitrate``."""
 
     kind: MediaKind = "video"
+    inline_safe = False  # PyAV: always on the executor
 
     def __init__(  # noqa: PLR0917 - the issue's call shape: (src, dst, w, h, fps, bitrate)
         self,

@@ -10,11 +10,17 @@ re-INVITE changed either side's negotiation):
   No decode, no copy beyond the header rewrite.
 * **transcode** otherwise, to the sink's most preferred codec we can make:
   packets first wait in an adaptive ``JitterBuffer`` (reordering, late drop,
-  bounded), which hands each frame at its playout time to the process's
-  ``MediaExecutor`` (decode -> resample or scale -> encode off the event
-  loop); what comes back is sent on the loop. Gaps the buffer reports go to
-  the decoder as losses to conceal (Opus PLC/FEC, G.711 silence); a video
-  gap, or a decoder that lost its reference, asks the source for a keyframe.
+  bounded), which hands each frame at its playout time to the transcoder.
+  A PyAV transcoder (video, G.722, resampling) gets it as one job on the
+  process's ``MediaExecutor`` (decode -> resample or scale -> encode off the
+  event loop; a video frame is one job however many payloads it has), and
+  what comes back is sent on the loop; finished jobs are collected and the
+  loop is woken once per batch, not per job. An ``inline_safe`` one (Opus
+  <-> G.711: libopus and numpy, ~30-80 µs a packet) runs right there on the
+  loop, which costs less than the hand-over to a worker and back. Gaps the
+  buffer reports go to the decoder as losses to conceal (Opus PLC/FEC,
+  G.711 silence); a video gap, or a decoder that lost its reference, asks
+  the source for a keyframe.
 * telephone-events pass through when the sink negotiated them; the digits
   themselves are surfaced by the source stream (``MediaStream.on_dtmf``).
 * comfort noise, RED, FEC and anything the sink cannot take are dropped and
@@ -30,8 +36,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -102,6 +110,42 @@ class _Transcode:
 _Plan = _Forward | _Drop | _Transcode
 
 
+class Completions:
+    """Finished executor jobs handed back to the event loop in batches.
+
+    Workers ``put`` from any thread; the loop is woken (one
+    ``call_soon_threadsafe``, a write to its self-pipe) only when no wake-up
+    is pending already, so a burst of completions costs one wake-up. One per
+    loop, shared by a router's routes.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[Callable[[], None]] = deque()
+        self._lock = threading.Lock()
+        self._armed = False
+        #: Wake-ups of the loop so far (completions / wakeups = batch size).
+        self.wakeups = 0
+
+    def put(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop soon (safe from any thread)."""
+        self._items.append(callback)
+        with self._lock:
+            if self._armed:
+                return
+            self._armed = True
+        self.wakeups += 1
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the call is over
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            self._armed = False  # before draining: a later put wakes the loop again
+        items = self._items
+        while items:
+            items.popleft()()
+
+
 def _codec_for(stream: NegotiatedStream, payload_type: int) -> NegotiatedCodec | None:
     for codec in stream.codecs:
         if codec.payload_type == payload_type:
@@ -120,12 +164,16 @@ class Route:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         monotonic: Callable[[], float] | None = None,
+        completions: Completions | None = None,
+        opus_complexity: int | None = None,
     ) -> None:
         self.source = source
         self.sink = sink
         self.executor = executor
         self.stats = RouteStats()
         self._loop = loop or asyncio.get_running_loop()
+        self._completions = completions or Completions(self._loop)
+        self._opus_complexity = opus_complexity
         self._monotonic = monotonic or self._loop.time
         self._plans: dict[int, _Plan] = {}
         self._seen: tuple[object, object] = (None, None)
@@ -199,10 +247,6 @@ class Route:
             plan.transcoder.note_lost()
             self.stats.concealed += 1
 
-    def _submit(self, plan: _Transcode, payload: RtpPayload) -> None:
-        future = plan.transcoder.submit(self.executor, payload)
-        future.add_done_callback(lambda done: self._done_threadsafe(plan, done))
-
     def _schedule(self, plan: _Transcode) -> None:
         deadline = plan.jitter.next_deadline()
         if deadline is None:
@@ -220,33 +264,38 @@ class Route:
         if plan.closed or self._closed:
             return
         video = self.source.kind == "video"
+        transcoder = plan.transcoder
         while (item := jitter.pop(self._monotonic())) is not None:
             if isinstance(item, Conceal):
                 self._lost(plan, 1 if video else item.count)
                 if video:
                     self._ask_source_for_keyframe()
                 continue
-            last = len(item.payloads) - 1
-            for index, data in enumerate(item.payloads):
-                marker = video and index == last
-                self._submit(plan, RtpPayload(data, item.timestamp, marker=marker))
+            if transcoder.inline_safe:
+                try:
+                    payloads = transcoder.process_frame(item.payloads, item.timestamp)
+                except (GatewayError, ValueError, OSError) as exc:
+                    self._failed(plan, exc)
+                    continue
+                self._send(plan, payloads)
+                continue
+            future = transcoder.submit_frame(self.executor, item.payloads, item.timestamp)
+            future.add_done_callback(
+                lambda done: self._completions.put(lambda: self._deliver(plan, done))
+            )
         self._schedule(plan)
-
-    def _done_threadsafe(self, plan: _Transcode, done: Future[list[RtpPayload]]) -> None:
-        # Runs on a worker thread (or inline when the job was dropped).
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the call is over
-            self._loop.call_soon_threadsafe(self._deliver, plan, done)
 
     def _deliver(self, plan: _Transcode, done: Future[list[RtpPayload]]) -> None:
         try:
             payloads = done.result()
-        except JobDropped:
+        except (JobDropped, CancelledError):
             return  # counted by the executor; the transcoder conceals it
         except (GatewayError, ValueError, OSError) as exc:
-            plan.errors += 1
-            if plan.errors == 1 or plan.errors % 500 == 0:
-                log.warning("media transcode failed", reason=str(exc), errors=plan.errors)
+            self._failed(plan, exc)
             return
+        self._send(plan, payloads)
+
+    def _send(self, plan: _Transcode, payloads: list[RtpPayload]) -> None:
         if self._closed or plan.closed:
             return  # the route ended or was re-planned while the job ran
         for payload in payloads:
@@ -255,6 +304,11 @@ class Route:
                 self.stats.transcoded_out += 1
         if plan.transcoder.keyframe_needed:
             self._ask_source_for_keyframe()
+
+    def _failed(self, plan: _Transcode, exc: Exception) -> None:
+        plan.errors += 1
+        if plan.errors == 1 or plan.errors % 500 == 0:
+            log.warning("media transcode failed", reason=str(exc), errors=plan.errors)
 
     # --- plans ------------------------------------------------------------------------------
     def _replan(self, source: NegotiatedStream, sink: NegotiatedStream) -> None:
@@ -288,7 +342,9 @@ class Route:
                 width, height = sink.remote_max_resolution or (640, 480)
                 transcoder = VideoTranscoder(codec, transcode, width, height)
             else:
-                transcoder = AudioTranscoder(codec, transcode)
+                transcoder = AudioTranscoder(
+                    codec, transcode, opus_complexity=self._opus_complexity
+                )
         except GatewayError as exc:
             log.warning("media: transcoder not available", reason=exc.message)
             return _Drop("codec")
@@ -357,8 +413,11 @@ class RoutedStream(RtpPort, Protocol):
 class Router:
     """Routes between streams; owns the streams' ``on_rtp`` and keyframe callbacks."""
 
-    def __init__(self, executor: MediaExecutor) -> None:
+    def __init__(self, executor: MediaExecutor, *, opus_complexity: int | None = None) -> None:
         self.executor = executor
+        #: Opus encoder complexity 0-10 for transcoded audio (None: the codec's default).
+        self.opus_complexity = opus_complexity
+        self._completions: Completions | None = None
         self._out: dict[RoutedStream, list[Route]] = {}
         self._in: dict[RoutedStream, list[Route]] = {}
         self._taps: dict[RoutedStream, list[Tap]] = {}
@@ -367,7 +426,15 @@ class Router:
         """Deliver ``source``'s packets to ``sink`` from now on."""
         if source.kind != sink.kind:
             raise ValueError(f"cannot route {source.kind} to {sink.kind}")
-        route = Route(source, sink, self.executor)
+        if self._completions is None:
+            self._completions = Completions(asyncio.get_running_loop())
+        route = Route(
+            source,
+            sink,
+            self.executor,
+            completions=self._completions,
+            opus_complexity=self.opus_complexity,
+        )
         self._attach(source)
         self._attach(sink)
         self._out[source].append(route)

@@ -22,7 +22,34 @@ def _drops() -> float:
 def test_sized_to_the_usable_cores_by_default() -> None:
     with MediaExecutor() as executor:
         assert executor.workers == usable_cores() >= 1
-        assert executor.max_queued == 4 * executor.workers
+        assert executor.per_key == 4
+        assert executor.max_queued is None  # bounded per stream, not globally
+
+
+def test_a_stream_over_its_bound_drops_its_own_oldest_job_not_others() -> None:
+    release = threading.Event()
+    dropped: list[str] = []
+    with MediaExecutor(1, per_key=2) as executor:
+        blocker = executor.submit(lambda: release.wait(WAIT), key="blocker")
+        quiet = executor.submit(lambda: "quiet", key="quiet")
+        busy = [
+            executor.submit(lambda n=n: n, key="busy", on_drop=lambda n=n: dropped.append(n))  # type: ignore[misc]
+            for n in ("a", "b", "c")
+        ]
+        assert executor.queued == 3  # quiet + two of busy
+        release.set()
+        assert blocker.result(WAIT)
+        assert quiet.result(WAIT) == "quiet"
+        assert [job.result(WAIT) for job in busy[1:]] == ["b", "c"]
+        with pytest.raises(JobDropped):
+            busy[0].result(WAIT)
+    assert dropped == ["a"]
+    assert executor.dropped == 1
+
+
+def test_bounds_below_one_are_refused() -> None:
+    with pytest.raises(ValueError):
+        MediaExecutor(1, per_key=0)
 
 
 def test_results_and_errors_reach_the_future() -> None:
@@ -71,7 +98,7 @@ def test_jobs_of_one_key_run_in_order_one_at_a_time() -> None:
             running -= 1
             order.append(n)
 
-    with MediaExecutor(2, max_queued=50) as executor:
+    with MediaExecutor(2, per_key=50) as executor:
         futures = [executor.submit(lambda n=n: job(n), key="stream") for n in range(20)]  # type: ignore[misc]
         for future in futures:
             future.result(WAIT)
