@@ -15,6 +15,7 @@ from bridges.base import BridgeFull, DialEvent, DialState, OutboundParticipant, 
 from bridges.service import BridgeService
 from bridges.sip.bridge import SipParticipant
 from bridges.sip.endpoint import SipEndpoint
+from bridges.sip.trunks import TrunkManager
 from gateway import metrics
 from gateway.errors import Draining
 from gateway.media.local import AudioListener, AudioPlayer, tone
@@ -274,3 +275,39 @@ async def test_unknown_bridge_bad_target_and_draining_are_refused(
         await service.registry.dial("kam-refuse", "ext-bob", "guest")
     assert attempts("kam-refuse", "refused") == refused + 1
     assert active("kam-refuse") == 0
+
+
+async def test_a_bridge_on_a_trunk_registers_once_and_dials_with_its_credentials(
+    bridges: Start,
+    sip: SipEndpoint,
+    kamailio: Callable[..., KamailioServer],
+    baresip: Callable[..., Baresip],
+) -> None:
+    proxy = kamailio(USERS)
+    baresip("bob", registrar=proxy.address, password=USERS["bob"], codecs=("PCMU",))
+    settings = load_settings(
+        "media: {address: 127.0.0.1}\n"
+        "sip:\n  trunks:\n"
+        f"    - {{name: kam, registrar: 'sip:{proxy.address}', username: gw,"
+        " password: '${env:GW_PW}', options_interval: 0,"
+        f" aor: '{proxy.uri('gw')}'}}\n"
+        "bridges:\n  - {name: kam-trunk, type: sip, trunk: kam,"
+        " codecs: {audio: [PCMU], video: []}}\n",
+        environ={"GW_PW": USERS["gw"]},
+    )
+    trunks = TrunkManager(sip, sip.clock)
+    await trunks.start(settings.sip.trunks)
+    try:
+        await wait_for(lambda: trunks.is_up("kam") is True, timeout=5)
+        service = await bridges(settings)
+        participant = await service.registry.dial("kam-trunk", "bob", "guest")
+        assert isinstance(participant, SipParticipant)
+        assert await participant.wait_answered(timeout=10), participant.history
+        call = participant.call
+        assert call is not None and call.invite is not None
+        assert (call.invite.headers.get("From") or "").startswith(f"<{proxy.uri('gw')}>")
+        assert call.invite.cseq_number == 2, "challenged and answered with the trunk's password"
+        await participant.hangup("done")
+        assert await participant.wait_ended(timeout=5) is DialState.ENDED
+    finally:
+        await trunks.stop()
