@@ -12,7 +12,9 @@ BENCHMARKS = {
     "media_codecs": "bench.media_codecs",
     "media": "bench.media",
     "webrtc": "bench.webrtc",
+    "webrtc_setup": "bench.webrtc_setup",
     "media_router": "bench.media_router",
+    "bridge": "bench.bridge",
 }
 
 
