@@ -103,6 +103,13 @@ class SipParticipant:
         """Every event from the first until a final one."""
         return self._progress.events()
 
+    @property
+    def setup_seconds(self) -> float | None:
+        """INVITE sent -> 200 OK received, once answered (the histogram's figure)."""
+        if self._answered_at is None:
+            return None
+        return self._answered_at - self._invite_sent
+
     async def wait_answered(self, timeout: float | None = None) -> bool:
         """Wait for the outcome; True if answered and not yet ended."""
         state = await self._progress.wait(frozenset({DialState.ANSWERED}), timeout)
