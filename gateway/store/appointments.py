@@ -35,11 +35,16 @@ class LinkExpired(GatewayError):
 
 
 class LinkNotYet(GatewayError):
-    """The appointment's link opens later."""
+    """The appointment's link opens later: at ``opens_at`` (for ``starts_at``), epoch seconds."""
 
     http_status = 425
     sip_status = 480
     reason = "Too Early"
+
+    def __init__(self, message: str, *, starts_at: float, opens_at: float) -> None:
+        super().__init__(message)
+        self.starts_at = starts_at
+        self.opens_at = opens_at
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,11 @@ class Appointments:
         if now >= appointment.expires_at or appointment.state == "cancelled":
             raise LinkExpired("this appointment link has expired")
         if now < appointment.starts_at - self.link_lead:
-            raise LinkNotYet("this appointment link opens later")
+            raise LinkNotYet(
+                "this appointment link opens later",
+                starts_at=appointment.starts_at,
+                opens_at=appointment.starts_at - self.link_lead,
+            )
         return appointment
 
     async def upcoming(self, limit: int = 100) -> list[Appointment]:

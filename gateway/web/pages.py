@@ -21,7 +21,7 @@ from gateway import metrics
 from gateway.errors import GatewayError, NotFound
 from gateway.log import get_logger
 from gateway.settings import BrandingSettings
-from gateway.store.appointments import LinkExpired, LinkNotYet, iso, token_hash
+from gateway.store.appointments import LinkExpired, LinkNotYet, iso
 from gateway.web.i18n import LANGUAGES, Translator, choose_language, remember_language
 from gateway.web.keys import SETTINGS, STORE
 from gateway.web.templates import escape, render
@@ -166,15 +166,6 @@ def call_ui(t: Translator) -> str:
     return render("call", t)
 
 
-async def _starts_at(request: web.Request, token: str) -> float | None:
-    """The start of the appointment behind a link that is not open yet."""
-    db = request.app[STORE].appointments.db
-    row = await db.fetch_one(
-        "SELECT starts_at FROM appointments WHERE token_hash = ?", (token_hash(token),)
-    )
-    return None if row is None else float(row[0])
-
-
 @routes.get("/c/{token}")
 @html_errors
 async def citizen(request: web.Request) -> web.StreamResponse:
@@ -186,16 +177,12 @@ async def citizen(request: web.Request) -> web.StreamResponse:
         return error_page(request, translator(request), 404, "not_found")
     except LinkExpired:
         return error_page(request, translator(request), 410, "expired")
-    except LinkNotYet:
+    except LinkNotYet as exc:
         t = translator(request)
-        starts = await _starts_at(request, token)
-        extra = ""
-        if starts is not None:
-            opens = starts - request.app[STORE].appointments.link_lead
-            extra = (
-                f"<p>{escape(t('error.not_yet.starts'))} {format_time(starts, t.lang)}</p>"
-                f"<p>{escape(t('error.not_yet.opens'))} {format_time(opens, t.lang)}</p>"
-            )
+        extra = (
+            f"<p>{escape(t('error.not_yet.starts'))} {format_time(exc.starts_at, t.lang)}</p>"
+            f"<p>{escape(t('error.not_yet.opens'))} {format_time(exc.opens_at, t.lang)}</p>"
+        )
         return error_page(request, t, 425, "not_yet", extra)
     t = translator(request, appointment.language)
     content = render(

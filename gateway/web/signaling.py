@@ -27,7 +27,7 @@ from gateway.errors import GatewayError
 from gateway.log import get_logger
 from gateway.rooms.room import Message, Participant, Role, Room, Rooms
 from gateway.settings import Settings
-from gateway.store.appointments import LinkExpired, LinkNotYet
+from gateway.store.appointments import LinkExpired, LinkNotYet, iso
 from gateway.web import auth
 from gateway.web.keys import CALLS, SETTINGS, STORE
 from gateway.webrtc.ice import ice_servers
@@ -58,9 +58,10 @@ class ProtocolError(GatewayError):
     http_status = 400
     reason = "bad_message"
 
-    def __init__(self, message: str, code: str = "bad_message") -> None:
+    def __init__(self, message: str, code: str = "bad_message", **fields: Any) -> None:
         super().__init__(message)
         self.code = code
+        self.fields = fields
 
 
 def _text(message: Message, key: str, limit: int, *, optional: bool = False) -> str | None:
@@ -170,7 +171,7 @@ class SignalingSession:
                 raise ProtocolError("say hello first", "not_joined")
             await handler(self, message)
         except ProtocolError as exc:
-            self.send({"type": "error", "code": exc.code, "message": exc.message})
+            self.send({"type": "error", "code": exc.code, "message": exc.message, **exc.fields})
         except GatewayError as exc:
             self.send({"type": "error", "code": exc.reason.lower().replace(" ", "_"),
                        "message": exc.message})  # fmt: skip
@@ -189,7 +190,8 @@ class SignalingSession:
             except LinkExpired as exc:
                 raise ProtocolError(exc.message, "expired") from None
             except LinkNotYet as exc:
-                raise ProtocolError(exc.message, "too_early") from None
+                opens = iso(exc.opens_at)
+                raise ProtocolError(exc.message, "too_early", opens_at=opens) from None
             except GatewayError:
                 raise ProtocolError("no such appointment", "not_found") from None
             joined_as = Role.CITIZEN

@@ -62,8 +62,9 @@ async def test_appointment_link_opens_within_its_window_only(db: Database) -> No
     start = clock.time() + 3600
     created, token = await appointments.create(starts_at=start, duration_min=30, language="en")
     assert created.ends_at == start + 1800 and created.expires_at == start + 1800 + 900
-    with pytest.raises(LinkNotYet):
+    with pytest.raises(LinkNotYet) as early:
         await appointments.by_token(token)
+    assert (early.value.starts_at, early.value.opens_at) == (start, start - 600)
     clock.advance(3600 - 600)
     assert (await appointments.by_token(token)).id == created.id
     clock.advance(600 + 1800 + 899)
