@@ -15,7 +15,9 @@ a hook: an init script keeps the page's RTCPeerConnections in
 
 from __future__ import annotations
 
+import functools
 import re
+import signal
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -226,3 +228,34 @@ def test_the_citizen_hangs_up(appointment: Appointment, demo: DemoDaemon) -> Non
     expect(agent.locator("#connection-state")).to_contain_text(re.compile("ended", re.I))
     until("no call left", lambda: metric(demo, "gatewayd_calls_active") == 0)
     until("no WebRTC leg left", lambda: metric(demo, "gatewayd_webrtc_legs_active") == 0)
+
+
+UFRAG = (
+    "() => /a=ice-ufrag:(\\S+)/.exec(window.__pcs[window.__pcs.length - 1].localDescription.sdp)[1]"
+)
+
+
+def test_both_browsers_reconnect_after_a_network_blip(
+    appointment: Appointment, demo: DemoDaemon
+) -> None:
+    """The gateway goes silent for seconds (SIGSTOP): the browsers notice, restart ICE
+    by themselves, accept the gateway's new DTLS fingerprint, and the picture returns."""
+    agent, citizen = appointment.agent, appointment.citizen
+    until("video both ways", lambda: min(inbound(p, "1")["frames"] for p in (agent, citizen)) > 5)
+    ufrags = [page.evaluate(UFRAG) for page in (agent, citizen)]
+    demo.daemon.signal(signal.SIGSTOP)
+    try:
+        for page in (agent, citizen):
+            expect(page.locator("#call-state")).not_to_have_text(
+                re.compile("^Connected$"), timeout=20000
+            )
+        time.sleep(3)  # past the 2 s after which a browser restarts ICE
+    finally:
+        demo.daemon.signal(signal.SIGCONT)
+    for page, ufrag in zip((agent, citizen), ufrags, strict=True):
+        expect(page.locator("#call-state")).to_have_text("Connected", timeout=20000)
+        assert page.evaluate(UFRAG) != ufrag  # a restart, not the old path coming back
+    frames = [inbound(page, "1")["frames"] for page in (agent, citizen)]
+    for page, before in zip((agent, citizen), frames, strict=True):
+        until("new frames after the restart", functools.partial(_more_frames, page, before + 10))
+    assert metric(demo, "gatewayd_webrtc_legs_active") == 2
