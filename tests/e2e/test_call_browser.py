@@ -230,6 +230,10 @@ def test_the_citizen_hangs_up(appointment: Appointment, demo: DemoDaemon) -> Non
     until("no WebRTC leg left", lambda: metric(demo, "gatewayd_webrtc_legs_active") == 0)
 
 
+def _more_frames(page: Page, than: int) -> bool:
+    return bool(inbound(page, "1")["frames"] > than)
+
+
 UFRAG = (
     "() => /a=ice-ufrag:(\\S+)/.exec(window.__pcs[window.__pcs.length - 1].localDescription.sdp)[1]"
 )
