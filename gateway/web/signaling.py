@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from gateway.settings import Settings
 from gateway.store.appointments import LinkExpired, LinkNotYet, iso
 from gateway.web import auth
 from gateway.web.keys import CALLS, SETTINGS, STORE
+from gateway.webrtc.echo import Echo
 from gateway.webrtc.ice import ice_servers
 from gateway.webrtc.leg import LegState, WebRtcLeg
 from gateway.webrtc.passthrough import Passthrough
@@ -49,6 +51,11 @@ LIMITS = {
     "high": {"max_kbps": 1500, "max_width": 1280, "max_height": 720, "max_fps": 30},
 }
 _closing: set[asyncio.Task[None]] = set()  # leg closes that outlive a cancelled handler
+#: Test calls (device test, /test page) at once on this node, and how long each may last.
+MAX_TEST_CALLS = 20
+TEST_CALL_SECONDS = 30.0
+_TEST_CALL_TYPES = frozenset({"hello", "offer", "candidate", "hangup"})
+_test_calls: set[SignalingSession] = set()
 routes = web.RouteTableDef()
 
 
@@ -76,6 +83,27 @@ def _text(message: Message, key: str, limit: int, *, optional: bool = False) -> 
 def connect_legs(a: Any, b: Any) -> Callable[[], None]:
     """The room's ``connect`` for two browsers: forward encoded media both ways."""
     return Passthrough(a, b).close
+
+
+class TestCall:
+    """A session's test call: its time limit and, once connected, its echo."""
+
+    def __init__(self, timer: asyncio.TimerHandle) -> None:
+        self.timer = timer
+        self.echo: Echo | None = None
+
+    def linked(self, leg: WebRtcLeg, state: LegState) -> None:
+        if self.echo is not None:
+            self.echo.close()
+            self.echo = None
+        if state is LegState.CONNECTED:
+            self.echo = Echo(leg)
+
+    def close(self) -> None:
+        self.timer.cancel()
+        if self.echo is not None:
+            self.echo.close()
+            self.echo = None
 
 
 class _Bucket:
@@ -108,6 +136,7 @@ class SignalingSession:
         self.leg: WebRtcLeg | None = None
         self.call_id = ""
         self.receive_cap: int | None = None  # bit/s of video this browser is sent at most
+        self.test_call: TestCall | None = None
         self._bucket = _Bucket(clock)
 
     # --- the socket ------------------------------------------------------------------------
@@ -167,7 +196,9 @@ class SignalingSession:
             handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
             if handler is None:
                 raise ProtocolError(f"unknown message type {kind!r}")
-            if kind != "hello" and self.participant is None:
+            if self.test_call is not None and kind not in _TEST_CALL_TYPES:
+                raise ProtocolError(f"{kind} has no meaning in a test call")
+            if kind != "hello" and self.participant is None and self.test_call is None:
                 raise ProtocolError("say hello first", "not_joined")
             await handler(self, message)
         except ProtocolError as exc:
@@ -182,6 +213,9 @@ class SignalingSession:
         if self.participant is not None:
             raise ProtocolError("already joined")
         role = message.get("role")
+        if role == "test":
+            self._start_test_call()
+            return
         store = self.request.app[STORE]
         if role == "citizen":
             token = _text(message, "token", 64) or ""
@@ -206,29 +240,51 @@ class SignalingSession:
                 raise ProtocolError("no such appointment", "not_found") from None
             joined_as = Role.AGENT
         else:
-            raise ProtocolError("role must be citizen or agent")
+            raise ProtocolError("role must be citizen, agent or test")
         calls = self.request.app[CALLS]
         calls.admit()
         self.room = self.request.app[ROOMS].get(appointment.id)
         self.participant = self.room.join(joined_as, self.send)
         self.call_id = "web-" + self.participant.id
         calls.add(self)
-        servers = ice_servers(
-            list(self.settings.webrtc.ice_servers), user=self.participant.id, now=self.clock.time()
-        )
         self.send({
             "type": "welcome",
             "participant": self.participant.id,
             "role": joined_as.value,
             "appointment": {"id": appointment.id, "language": appointment.language},
-            "ice_servers": [
-                {"urls": s.urls, "username": s.username, "credential": s.credential}
-                for s in servers
-            ],
+            "ice_servers": self._ice_servers(self.participant.id),
         })  # fmt: skip
         if joined_as is Role.AGENT:
             self.send(self.room.lobby())
         log.info("signaling: joined", call_id=self.call_id, role=joined_as.value)
+
+    def _ice_servers(self, user: str) -> list[Message]:
+        servers = ice_servers(
+            list(self.settings.webrtc.ice_servers), user=user, now=self.clock.time()
+        )
+        return [{"urls": s.urls, "username": s.username, "credential": s.credential}
+                for s in servers]  # fmt: skip
+
+    def _start_test_call(self) -> None:
+        """The device test's call: no appointment, the browser's media comes back to it."""
+        if self.test_call is not None:
+            raise ProtocolError("already joined")
+        if len(_test_calls) >= MAX_TEST_CALLS:
+            raise ProtocolError("too many test calls right now; try again in a minute", "busy")
+        calls = self.request.app[CALLS]
+        calls.admit()
+        self.call_id = "test-" + secrets.token_hex(6)
+        self.test_call = TestCall(
+            asyncio.get_running_loop().call_later(TEST_CALL_SECONDS, self._test_call_over)
+        )
+        _test_calls.add(self)
+        calls.add(self)
+        self.send({"type": "welcome", "participant": self.call_id, "role": "test",
+                   "ice_servers": self._ice_servers(self.call_id)})  # fmt: skip
+        log.info("signaling: test call", call_id=self.call_id)
+
+    def _test_call_over(self) -> None:
+        self.send({"type": "ended", "reason": "test_time_limit", "by": "gateway"})
 
     # --- media -----------------------------------------------------------------------------------
     def _in_call(self) -> tuple[Room, Participant]:
@@ -240,7 +296,8 @@ class SignalingSession:
 
     async def offer(self, message: Message) -> None:
         """The browser's offer (first, ICE restart): answer it from our leg."""
-        self._in_call()
+        if self.test_call is None:
+            self._in_call()
         sdp = _text(message, "sdp", MAX_SDP) or ""
         if self.leg is None or self.leg.state is LegState.CLOSED:
             self.leg = WebRtcLeg(self.settings.webrtc, leg_id=self.call_id)
@@ -253,6 +310,9 @@ class SignalingSession:
     def _leg_state(self, leg: WebRtcLeg, state: LegState) -> None:
         # Media is linked once the transport is up (again, after an ICE restart):
         # linking asks both browsers for a keyframe, which must find a path.
+        if self.test_call is not None:
+            self.test_call.linked(leg, state)
+            return
         room, participant = self.room, self.participant
         if room is None or participant is None or participant.presence.value != "admitted":
             return
@@ -334,6 +394,9 @@ class SignalingSession:
 
     async def hang_up(self, _message: Message) -> None:
         """End the call for everyone."""
+        if self.test_call is not None:
+            self.send({"type": "ended", "reason": "hangup", "by": "test"})
+            return
         assert self.room is not None and self.participant is not None
         self.room.hangup(self.participant)
 
@@ -346,6 +409,9 @@ class SignalingSession:
             self.request.app[ROOMS].forget_if_empty(self.room)
         if self.call_id:
             self.request.app[CALLS].remove(self.call_id)
+        if self.test_call is not None:
+            self.test_call.close()
+            _test_calls.discard(self)
         if self.leg is not None:
             closing = asyncio.get_running_loop().create_task(self.leg.close())
             _closing.add(closing)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,15 @@ def demo() -> Iterator[DemoDaemon]:
         yield DemoDaemon(daemon, match.group(1))
     finally:
         daemon.stop()
+
+
+def metric(demo: DemoDaemon, name: str) -> float:
+    """One unlabelled series of the daemon's /metrics."""
+    with urllib.request.urlopen(f"{demo.base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    assert match, f"{name} missing from /metrics"
+    return float(match.group(1))
 
 
 class Checked:

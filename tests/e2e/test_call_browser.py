@@ -19,7 +19,6 @@ import functools
 import re
 import signal
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.e2e.conftest import Checked, DemoDaemon
+from tests.e2e.conftest import Checked, DemoDaemon, metric
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -96,14 +95,6 @@ def video_bitrate(page: Page, mid: str = "1", seconds: float = 3.0) -> float:
     bits = float(last["bytes"] - first["bytes"]) * 8
     elapsed_ms = float(last["at"] - first["at"])
     return bits / max(0.001, elapsed_ms)
-
-
-def metric(demo: DemoDaemon, name: str) -> float:
-    with urllib.request.urlopen(f"{demo.base}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    match = re.search(rf"^{name} (\S+)$", text, re.M)
-    assert match, f"{name} missing from /metrics"
-    return float(match.group(1))
 
 
 @dataclass

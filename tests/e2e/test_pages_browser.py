@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.e2e.conftest import Checked, DemoDaemon
+from tests.e2e.conftest import Checked, DemoDaemon, metric
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -93,7 +94,8 @@ def test_agent_creates_an_appointment_and_the_citizen_reaches_the_waiting_room(
     expect(page.locator("#dt-check-webrtc")).to_have_attribute("data-state", "ok")
     expect(page.locator("#dt-check-codecs")).to_have_attribute("data-state", "ok")
     expect(page.locator("#dt-check-media")).to_have_attribute("data-state", "ok")
-    expect(page.locator("#dt-summary")).to_have_attribute("data-state", "ok")
+    expect(page.locator("#dt-summary")).to_have_attribute("data-state", "ok", timeout=20000)
+    expect(page.locator("#dt-check-connection")).to_have_attribute("data-state", "ok")
     page.get_by_role("button", name=re.compile("Testton|test tone")).click()
     checked.audit(f"citizen-device-test-{lang}")
     page.get_by_role("button", name=text["continue"]).click()
@@ -179,3 +181,29 @@ def test_audio_only_fallback_without_a_camera(
     expect(page.locator("#dt-summary")).to_have_text(re.compile("sound only"))
     checked.audit("device-test-audio-only-en")
     context.close()
+
+
+def test_the_test_page_calls_the_gateway_echo(
+    browser: Browser, demo: DemoDaemon, axe_source: str
+) -> None:
+    """F11: a real call to the gateway: connected, bandwidth measured, own picture echoed."""
+    context = browser.new_context(locale="en-GB")
+    checked = Checked(context.new_page(), axe_source)
+    page = checked.page
+    page.goto(f"{demo.base}/test")
+    connection = page.locator("#dt-check-connection")
+    expect(connection).to_have_attribute("data-state", "ok", timeout=20000)
+    expect(connection).to_contain_text(re.compile(r"connected \(\d+ ms round trip\)"))
+    bandwidth = page.locator("#dt-check-bandwidth")
+    expect(bandwidth).to_have_attribute("data-state", "ok")
+    assert int(bandwidth.get_attribute("data-kbps") or 0) > 0
+    expect(page.locator("#dt-echo")).to_be_visible()
+    page.wait_for_function("() => document.getElementById('dt-echo').videoWidth > 0")
+    expect(page.locator("#dt-summary")).to_have_attribute("data-state", "ok")
+    checked.audit("device-test-echo-en")
+    assert metric(demo, "gatewayd_webrtc_legs_active") == 1
+    context.close()  # the page goes: its test call ends with its socket
+    deadline = time.monotonic() + 10
+    while metric(demo, "gatewayd_webrtc_legs_active") != 0:
+        assert time.monotonic() < deadline, "the test call's leg outlived its page"
+        time.sleep(0.2)

@@ -210,3 +210,46 @@ async def test_oversized_frame_closes_the_socket(rig: Rig) -> None:
     frame = await socket.ws.receive(timeout=5)
     assert frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert socket.ws.close_code == 1009
+
+
+async def test_a_test_call_echoes_the_browser_and_ends_on_time(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device test's call (role "test"): no appointment, own media comes back."""
+    monkeypatch.setattr(signaling, "TEST_CALL_SECONDS", 4.0)
+    legs_before = metrics.WEBRTC_LEGS_ACTIVE._value.get()
+    socket, peer = await _socket(rig), BrowserPeer()
+    await socket.send(type="hello", role="test")
+    welcome = await socket.expect("welcome")
+    assert welcome["role"] == "test" and "appointment" not in welcome
+    await socket.send(type="chat", text="hello?")  # nothing of a room in a test call
+    assert "no meaning in a test call" in (await socket.expect("error"))["message"]
+    await _media(socket, peer)
+    # What the peer sent comes back to it, decoded there (never at the gateway).
+    await _until(lambda: peer.video_frames >= 20 and peer.loud_audio_frames >= 10)
+    assert rig.calls.active == 1
+    ended = await socket.expect("ended", timeout=10)
+    assert ended["reason"] == "test_time_limit"
+    assert (await socket.ws.receive(timeout=5)).type is aiohttp.WSMsgType.CLOSE
+    await _until(lambda: rig.calls.active == 0)
+    await _until(lambda: metrics.WEBRTC_LEGS_ACTIVE._value.get() == legs_before)
+    await peer.close()
+
+
+async def test_test_calls_are_limited(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signaling, "MAX_TEST_CALLS", 2)
+    sockets = [await _socket(rig) for _ in range(3)]
+    for socket in sockets:
+        await socket.send(type="hello", role="test")
+    for socket in sockets[:2]:
+        await socket.expect("welcome")
+    refused = await sockets[2].expect("error")
+    assert refused["code"] == "busy"
+    await sockets[0].send(type="hangup")
+    await sockets[0].expect("ended")
+    await _until(lambda: rig.calls.active == 1)
+    late = await _socket(rig)
+    await late.send(type="hello", role="test")
+    await late.expect("welcome")  # a place became free
+    for socket in [*sockets, late]:
+        await socket.ws.close()

@@ -4,6 +4,9 @@
 // only and says so. Used on /test and in the citizen's flow.
 
 import { t } from './common.js';
+import { runEchoTest } from './echotest.js';
+
+const LOW_KBPS = 300; // below this, video will suffer: suggest data saving
 
 const WANTED_CODECS = [['audio', 'audio/opus', 'Opus'], ['video', 'video/VP8', 'VP8'],
   ['video', 'video/H264', 'H.264']];
@@ -58,6 +61,7 @@ export class DeviceTest extends EventTarget {
     this.audioContext = null;
     this.meterFrame = null;
     this.tone = null;
+    this.echo = null;
     this.frames = 0;
     this.level = 0;
     this.el = (id) => root.querySelector(`#${id}`);
@@ -79,8 +83,29 @@ export class DeviceTest extends EventTarget {
     }
     await this.open();
     await this.listDevices();
-    this.finish(compat.webrtc && codecsOk);
+    const reachable = compat.webrtc ? await this.testConnection() : false;
+    this.finish(compat.webrtc && codecsOk, reachable);
     return this.result();
+  }
+
+  /** A real call to the gateway's echo: ICE, DTLS, round trip, bandwidth. */
+  async testConnection() {
+    const echo = await runEchoTest(this.stream);
+    this.echo = echo;
+    setCheck(this.root, 'dt-check-connection', echo.connected,
+      echo.connected ? t('connection_ok', { rtt: echo.rtt_ms }) : t('connection_failed'));
+    const measured = echo.connected && echo.kbps > 0;
+    const item = this.root.querySelector('#dt-check-bandwidth');
+    setCheck(this.root, 'dt-check-bandwidth', measured,
+      measured ? t(echo.kbps < LOW_KBPS ? 'bandwidth_low' : 'bandwidth_ok', { kbps: echo.kbps })
+        : t('bandwidth_unknown'));
+    if (item) item.dataset.kbps = String(echo.kbps);
+    const video = this.el('dt-echo');
+    if (video && echo.echoed && echo.remote && echo.remote.getVideoTracks().length) {
+      video.srcObject = echo.remote;
+      video.hidden = false;
+    }
+    return echo.connected;
   }
 
   result() {
@@ -203,17 +228,26 @@ export class DeviceTest extends EventTarget {
     button.setAttribute('aria-pressed', 'true');
   }
 
-  finish(compatible) {
+  finish(compatible, reachable = false) {
     const summary = this.el('dt-summary');
     const hasMic = Boolean(this.stream && this.stream.getAudioTracks().length);
     if (!compatible) summary.textContent = t('summary_incompatible');
+    else if (!reachable) summary.textContent = t('summary_no_connection');
     else if (!hasMic) summary.textContent = t('summary_no_media');
     else if (this.audioOnly) summary.textContent = t('summary_audio_only');
     else summary.textContent = t('summary_ok');
-    summary.dataset.state = compatible && hasMic ? 'ok' : 'fail';
+    summary.dataset.state = compatible && reachable && hasMic ? 'ok' : 'fail';
+  }
+
+  stopEcho() {
+    if (this.echo) this.echo.stop();
+    this.echo = null;
+    const video = this.el('dt-echo');
+    if (video) { video.srcObject = null; video.hidden = true; }
   }
 
   stopMedia() {
+    this.stopEcho();
     if (this.meterFrame !== null) window.cancelAnimationFrame(this.meterFrame);
     this.meterFrame = null;
     if (this.stream) for (const track of this.stream.getTracks()) track.stop();
@@ -222,6 +256,7 @@ export class DeviceTest extends EventTarget {
 
   /** Stop the meter but hand the stream on (the call uses it). */
   release() {
+    this.stopEcho();
     if (this.meterFrame !== null) window.cancelAnimationFrame(this.meterFrame);
     this.meterFrame = null;
     const stream = this.stream;
