@@ -6,10 +6,18 @@ room knows legs only through the ``Leg`` protocol and hands pairs of legs
 to an injected ``connect`` function (browser passthrough, later the media
 router), so it imports neither WebRTC nor SIP.
 
-Rules: a citizen enters the waiting room and sees nobody until an agent
-admits them; the agent's name is never sent to a citizen; agents see every
-waiting citizen with live device status; chat reaches admitted participants
-only and is never stored; any participant's hang-up ends the call for all.
+Every kind of leg is a participant: a browser (``kind`` "browser"), a SIP
+call dialled in or out ("sip"), a WHIP publisher or WHEP viewer ("whip",
+"whep"). Each has a role (citizen, agent, interpreter, guardian, counsel,
+guest).
+
+Rules: anybody but an agent enters the waiting room and sees nobody until an
+agent admits them (a participant the agent dialled out to, or one let in by
+configuration, joins admitted); the agent's name is never sent to a citizen;
+agents see every waiting participant with live device status; chat reaches
+admitted participants only and is never stored; a browser's hang-up ends the
+call for all, a SIP or WHIP/WHEP leg that ends just leaves and the room lives
+on; a room holds at most ``MAX_PARTICIPANTS``.
 """
 
 from __future__ import annotations
@@ -23,10 +31,14 @@ from typing import Any, Protocol
 
 from gateway import metrics
 from gateway.clock import Clock
-from gateway.errors import Forbidden, NotFound
+from gateway.errors import Busy, Forbidden, NotFound
 
 Message = dict[str, Any]
 MAX_CHAT = 2000
+#: Participants (waiting or admitted) in one room at most.
+MAX_PARTICIPANTS = 8
+#: What a participant's leg is (shown to agents; never personal data).
+KINDS = ("browser", "sip", "whip", "whep")
 
 
 class Role(enum.Enum):
@@ -34,6 +46,10 @@ class Role(enum.Enum):
 
     CITIZEN = "citizen"
     AGENT = "agent"
+    INTERPRETER = "interpreter"
+    GUARDIAN = "guardian"
+    COUNSEL = "counsel"
+    GUEST = "guest"
 
 
 class Presence(enum.Enum):
@@ -68,6 +84,7 @@ class Participant:
     device: Message = field(default_factory=dict)
     leg: Leg | None = None
     screen: bool = False
+    kind: str = "browser"
 
 
 def _now_iso(clock: Clock) -> str:
@@ -87,21 +104,42 @@ class Room:
         self._had_call = False
 
     # --- joining and leaving -----------------------------------------------------------
-    def join(self, role: Role, send: Callable[[Message], None]) -> Participant:
-        """A new participant: citizens wait, agents are in."""
+    def join(
+        self,
+        role: Role,
+        send: Callable[[Message], None],
+        *,
+        kind: str = "browser",
+        admitted: bool | None = None,
+    ) -> Participant:
+        """A new participant: agents are in, everybody else waits unless ``admitted``."""
         if self.ended:
             raise Forbidden("this appointment's call has ended")
-        presence = Presence.WAITING if role is Role.CITIZEN else Presence.ADMITTED
+        if kind not in KINDS:
+            raise ValueError(f"unknown participant kind {kind!r}")
+        if len(self.participants) >= MAX_PARTICIPANTS:
+            raise Busy(f"this appointment's room is full ({MAX_PARTICIPANTS} participants)")
+        if admitted is None:
+            admitted = role is Role.AGENT
+        presence = Presence.ADMITTED if admitted else Presence.WAITING
         participant = Participant(
-            "p-" + secrets.token_hex(6), role, send, presence, self.clock.monotonic()
+            "p-" + secrets.token_hex(6), role, send, presence, self.clock.monotonic(), kind=kind
         )
         self.participants[participant.id] = participant
         if presence is Presence.WAITING:
             metrics.WAITING_PARTICIPANTS.inc()
             send({"type": "waiting"})
+        elif role is not Role.AGENT:
+            self._had_call = True
+            self._broadcast(self._joined(participant), but=participant)
         # A joining agent gets the lobby after its welcome, from the caller.
         self._lobby_changed(but=participant)
         return participant
+
+    @staticmethod
+    def _joined(participant: Participant) -> Message:
+        return {"type": "peer-joined", "participant": participant.id,
+                "role": participant.role.value, "kind": participant.kind}  # fmt: skip
 
     def leave(self, participant: Participant) -> None:
         """The participant's socket closed (or it hung up)."""
@@ -115,7 +153,9 @@ class Room:
         self.participants.pop(participant.id, None)
         self._unlink(participant)
         if was_in:
-            self._broadcast({"type": "peer-left", "role": participant.role.value}, but=participant)
+            message = {"type": "peer-left", "participant": participant.id,
+                       "role": participant.role.value, "kind": participant.kind}  # fmt: skip
+            self._broadcast(message, but=participant)
         self._lobby_changed()
 
     # --- admission ------------------------------------------------------------------------
@@ -128,13 +168,14 @@ class Room:
         return target
 
     def admit(self, agent: Participant, participant_id: str) -> Participant:
-        """Let a waiting citizen in."""
+        """Let a waiting participant in."""
         citizen = self._waiting(agent, participant_id)
         citizen.presence = Presence.ADMITTED
         metrics.WAITING_PARTICIPANTS.dec()
         metrics.TIME_TO_ADMIT.observe(self.clock.monotonic() - citizen.joined_at)
         self._had_call = True
         citizen.send({"type": "admitted"})
+        self._broadcast(self._joined(citizen), but=citizen)
         self._lobby_changed()
         self._link_all()
         return citizen
@@ -177,8 +218,12 @@ class Room:
         self._lobby_changed()
 
     def hangup(self, participant: Participant, reason: str = "hangup") -> None:
-        """End the call for everyone."""
+        """End the call for everyone (an agent or the citizen), or just leave (anybody else)."""
         if self.ended:
+            return
+        if participant.role not in (Role.AGENT, Role.CITIZEN):
+            participant.send({"type": "ended", "reason": reason, "by": participant.role.value})
+            self.leave(participant)
             return
         self.ended = True
         outcome = "completed" if self._had_call else "abandoned"
@@ -205,6 +250,8 @@ class Room:
         waiting = [
             {
                 "id": p.id,
+                "role": p.role.value,
+                "kind": p.kind,
                 "waiting_s": round(self.clock.monotonic() - p.joined_at),
                 "status": p.device,
             }
@@ -212,8 +259,8 @@ class Room:
             if p.presence is Presence.WAITING
         ]
         in_call = [
-            {"id": p.id, "role": p.role.value, "status": p.device}
-            for p in self._admitted() if p.role is Role.CITIZEN
+            {"id": p.id, "role": p.role.value, "kind": p.kind, "status": p.device}
+            for p in self._admitted() if p.role is not Role.AGENT
         ]  # fmt: skip
         return {"type": "lobby", "participants": waiting, "in_call": in_call}
 

@@ -453,7 +453,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def setup(app: web.Application, clock: Clock | None = None) -> None:
-    """Add the socket and the rooms to the web app."""
-    app[ROOMS] = Rooms(clock or SystemClock(), connect_legs)
+def setup(app: web.Application, clock: Clock | None = None, rooms: Rooms | None = None) -> None:
+    """Add the socket and the rooms (the node's, shared with SIP and WHIP) to the web app."""
+    app[ROOMS] = rooms or Rooms(clock or SystemClock(), connect_legs)
     app.add_routes(routes)
