@@ -53,6 +53,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -73,7 +74,6 @@ MAX_LOSS = 0.01
 #: packets of jitter; transcoded audio adds the router's jitter buffer (20 ms at
 #: least) and the 8 -> 48 kHz framing (one packet); video, frames of 66 ms.
 LATE = {"passthrough": 0.06, "transcode": 0.1, "video": 0.3}
-VIDEO_BURST = 64  # queued jobs one video stream may need (a keyframe's payloads)
 PORTS = (21000, 29999)  # the gateway's RTP range (below the ephemeral ports the generator takes)
 _HEADER = struct.Struct("!BBHII")
 
@@ -104,7 +104,7 @@ class GatewaySpec:
     codec_b: Codec
     calls: int
     workers: int | None = None
-    max_queued: int | None = None  # None: MediaExecutor's default (4 per worker)
+    opus_complexity: int | None = None  # None: the codec's default
 
 
 # --- the gateway side (child process) -------------------------------------------------------
@@ -142,7 +142,7 @@ async def _gateway(spec: GatewaySpec, conn: Connection) -> None:
         )
 
     codec_a, codec_b = negotiated(spec.codec_a), negotiated(spec.codec_b)
-    executor = MediaExecutor(spec.workers, max_queued=spec.max_queued)
+    executor = MediaExecutor(spec.workers)  # the daemon's bounds: per stream
     # Load the codec libraries before measuring idle memory: a daemon has them after its first call.
     if spec.codec_a.name != spec.codec_b.name:
         for source, sink in ((codec_a, codec_b), (codec_b, codec_a)):
@@ -155,7 +155,7 @@ async def _gateway(spec: GatewaySpec, conn: Connection) -> None:
     gc.collect()
     conn.send("idle")
     allocator = RtpPortAllocator(*PORTS)
-    router = Router(executor)
+    router = Router(executor, opus_complexity=spec.opus_complexity)
     pairs: list[tuple[MediaStream, MediaStream]] = []
     for _ in range(spec.calls):
         a = await MediaStream.open(allocator, "127.0.0.1", spec.kind)
@@ -204,7 +204,8 @@ async def _gateway(spec: GatewaySpec, conn: Connection) -> None:
                     queue_drops=stream.endpoint.stats.queue_drops,
                 )
         totals.update(queue_evictions=executor.dropped, jobs=executor.completed)
-        conn.send({**totals, "max_queued": executor.max_queued, "workers": executor.workers})
+        totals.update(loop_wakeups=router.loop_wakeups)
+        conn.send({**totals, "per_key": executor.per_key, "workers": executor.workers})
     router.close()
     for a, b in pairs:
         a.close()
@@ -404,14 +405,14 @@ def run_point(
     *,
     warmup: float,
     window: float,
-    max_queued: int | None,
     workers: int | None = None,
+    opus_complexity: int | None = None,
     profile: Path | None = None,
 ) -> Point:
     """Run ``calls`` calls of ``media`` through a fresh gateway child."""
     from gateway.media.rtp_source import MIN_SEQUENTIAL
 
-    spec = GatewaySpec(media.kind, media.codec_a, media.codec_b, calls, workers, max_queued)
+    spec = GatewaySpec(media.kind, media.codec_a, media.codec_b, calls, workers, opus_complexity)
     context = multiprocessing.get_context("spawn")  # this process has codec threads: no fork
     conn, child_conn = context.Pipe()
     child = context.Process(target=_gateway_main, args=(spec, child_conn), daemon=True)
@@ -674,23 +675,69 @@ class Settings:
     warmup: float
     window: float
     ramp_window: float
-    transcode_calls: int
-    passthrough_calls: int
-    video_calls: int
+    calls: dict[str, int]  # per workload: the calls of the main figures
     ramp: dict[str, list[int]]
     profile: Path | None
     run: str
+    opus_complexity: int | None = None
 
 
-def _queue_for(calls: int, kind: str = "audio", workers: int | None = None) -> int:
-    """Queue bound as a daemon should size it: a few jobs per worker plus, per
-    transcoding stream, what it may have waiting: audio two payloads (one while the
-    previous runs), video one frame's payloads (the router submits a job per RTP
-    payload; a 640x480 keyframe is 15-35 of them)."""
-    from mediacodecs.executor import usable_cores
+@dataclass(frozen=True)
+class Workload:
+    """One row of the table: what is sent, what it is compared with, what is emitted."""
 
-    per_stream = VIDEO_BURST if kind == "video" else 2
-    return 4 * (workers or usable_cores()) + 2 * calls * per_stream
+    name: str  # as ``--only`` names it
+    metric: str  # prefix of the metric names
+    media: Callable[[], Media]
+    goal: float  # calls per core
+    anchor: tuple[str, str] | None = None  # rtpengine anchor run, and how to describe it
+    latency: bool = True  # emit the added latency (video frames are timed differently)
+    ramp_from_main: bool = False  # the main point is the ramp's first step
+    profiled: bool = True  # ``--profile`` samples it
+
+
+def _audio_media(codec_a: Codec, codec_b: Codec) -> Media:
+    seconds = 5.0
+    mode = "passthrough" if codec_a == codec_b else "transcode"
+    ticks_a = _audio_ticks(codec_a, seconds)
+    ticks_b = ticks_a if codec_a == codec_b else _audio_ticks(codec_b, seconds)
+    return Media("audio", codec_a, codec_b, ticks_a, ticks_b, PTIME, LATE[mode])
+
+
+def _video_media() -> Media:
+    frames = 3 * VIDEO_FPS
+    ticks_a, ticks_b = _video_ticks(VP8, frames), _video_ticks(H264, frames)
+    return Media("video", VP8, H264, ticks_a, ticks_b, 1 / VIDEO_FPS, LATE["video"])
+
+
+WORKLOADS = (
+    Workload(
+        "transcode",
+        "opus_g711",
+        lambda: _audio_media(OPUS, PCMU),
+        goal=100,
+        anchor=(
+            "rtpengine_transcode",
+            "rtpengine-10.5 PCMU<->opus transcode (anchor run, 50 calls)",
+        ),
+    ),
+    Workload(
+        "passthrough",
+        "passthrough",
+        lambda: _audio_media(PCMU, PCMU),
+        goal=300,
+        anchor=("rtpengine_relay", "rtpengine-10.5 userspace relay (anchor run, 50 calls)"),
+    ),
+    Workload(
+        "video",
+        "vp8_h264",
+        _video_media,
+        goal=8,
+        latency=False,
+        ramp_from_main=True,
+        profiled=False,
+    ),
+)
 
 
 def _point_extra(point: Point) -> dict[str, Any]:
@@ -706,6 +753,17 @@ def _point_extra(point: Point) -> dict[str, Any]:
         "unmatched": point.unmatched,
         "gateway": point.stats,
     }
+
+
+def _run(media: Media, calls: int, settings: Settings, window: float, **extra: Any) -> Point:
+    return run_point(
+        media,
+        calls,
+        warmup=settings.warmup,
+        window=window,
+        opus_complexity=settings.opus_complexity,
+        **extra,
+    )
 
 
 def _ramp(
@@ -727,16 +785,11 @@ def _ramp(
         if not budget.allows(settings.ramp_window + 6 + calls * 0.01):
             log(f"media_router: {name}: out of time before {calls} calls")
             break
-        queue = _queue_for(calls, media.kind) if media.codec_a != media.codec_b else None
-        point = run_point(
-            media, calls, warmup=settings.warmup, window=settings.ramp_window, max_queued=queue
-        )
+        point = _run(media, calls, settings, settings.ramp_window)
         log(f"media_router: {name} ramp {point.summary()}")
         if not point.passed and budget.allows(settings.ramp_window + 6 + calls * 0.01):
             points.append(point)  # the host is shared: a failed step gets a second try
-            point = run_point(
-                media, calls, warmup=settings.warmup, window=settings.ramp_window, max_queued=queue
-            )
+            point = _run(media, calls, settings, settings.ramp_window)
             log(f"media_router: {name} ramp, again {point.summary()}")
         points.append(point)
         if point.passed:
@@ -764,214 +817,59 @@ def _limit(failed: Point | None) -> str:
     return "gateway: loss" if failed.loss >= MAX_LOSS else "gateway: codec jobs evicted"
 
 
-def bench_transcode(settings: Settings, budget: Budget) -> None:
-    """Workload 1 (+ its latency, memory): Opus <-> PCMU transcoded both ways."""
-    seconds = 5.0
-    media = Media(
-        "audio",
-        OPUS,
-        PCMU,
-        _audio_ticks(OPUS, seconds),
-        _audio_ticks(PCMU, seconds),
-        PTIME,
-        LATE["transcode"],
-    )
-    calls = settings.transcode_calls
-    point = run_point(
-        media,
-        calls,
-        warmup=settings.warmup,
-        window=settings.window,
-        max_queued=_queue_for(calls),
-        profile=settings.profile,
-    )
-    log(f"media_router: transcode {point.summary()}")
-    if settings.profile is not None:
-        _report_profile("transcode", settings.profile)
+def bench_workload(workload: Workload, settings: Settings, budget: Budget) -> None:
+    """One workload's main figures (CPU per call, latency, memory), then its ramp."""
+    media = workload.media()
+    calls = settings.calls[workload.name]
+    profile = settings.profile if workload.profiled else None
+    point = _run(media, calls, settings, settings.window, profile=profile)
+    log(f"media_router: {workload.name} {point.summary()}")
+    if profile is not None:
+        _report_profile(workload.name, profile)
         return
-    per_call = anchor("rtpengine_transcode", "rtpengine_cpu_per_call", 50)
+    prefix, run = workload.metric, settings.run
+    peer: dict[str, Any] = {}
+    if workload.anchor is not None:
+        per_call = anchor(workload.anchor[0], "rtpengine_cpu_per_call", 50)
+        if per_call:
+            peer = {"peer": workload.anchor[1], "peer_value": round(100 / per_call, 1)}
     emit(
         BENCH,
-        "opus_g711_legs_per_core",
+        f"{prefix}_legs_per_core",
         point.legs_per_core,
         "calls/core",
-        peer="rtpengine-10.5 PCMU<->opus transcode (anchor run, 50 calls)" if per_call else None,
-        peer_value=round(100 / per_call, 1) if per_call else None,
-        goal=100,
-        **_point_extra(point),
-        run=settings.run,
-    )
-    emit(
-        BENCH,
-        "opus_g711_added_latency_p50",
-        point.latency_ms.get("p50", -1),
-        "ms",
-        calls=calls,
-        direction_ms=point.latency_ms,
-        run=settings.run,
-    )
-    emit(
-        BENCH,
-        "opus_g711_added_latency_p99",
-        point.latency_ms.get("p99", -1),
-        "ms",
-        calls=calls,
-        run=settings.run,
-    )
-    emit(
-        BENCH,
-        "opus_g711_rss_per_call",
-        point.rss_per_call_kib,
-        "KiB/call",
-        calls=calls,
-        rss_idle_mib=round(point.rss_idle / 2**20, 1),
-        rss_loaded_mib=round(point.rss_loaded / 2**20, 1),
-        run=settings.run,
-    )
-    # The executor's own default bound (4 jobs per worker) at the same load.
-    if budget.allows(settings.ramp_window + 8):
-        default = run_point(
-            media, calls, warmup=settings.warmup, window=settings.ramp_window, max_queued=None
-        )
-        log(f"media_router: transcode, default queue {default.summary()}")
-        emit(
-            BENCH,
-            "opus_g711_default_queue_evicted",
-            100 * default.evicted,
-            "% of codec jobs",
-            peer="queue sized 4/worker + 2/stream",
-            peer_value=round(100 * point.evicted, 3),
-            **_point_extra(default),
-            run=settings.run,
-        )
-    _ramp(
-        "opus_g711", media, settings.ramp["transcode"], settings=settings, budget=budget, first=None
-    )
-
-
-def bench_passthrough(settings: Settings, budget: Budget) -> None:
-    """Workload 2 (+ latency, memory): PCMU both sides, passed through."""
-    payloads = _audio_ticks(PCMU, 5.0)
-    media = Media("audio", PCMU, PCMU, payloads, payloads, PTIME, LATE["passthrough"])
-    calls = settings.passthrough_calls
-    point = run_point(
-        media,
-        calls,
-        warmup=settings.warmup,
-        window=settings.window,
-        max_queued=None,
-        profile=settings.profile,
-    )
-    log(f"media_router: passthrough {point.summary()}")
-    if settings.profile is not None:
-        _report_profile("passthrough", settings.profile)
-        return
-    per_call = anchor("rtpengine_relay", "rtpengine_cpu_per_call", 50)
-    emit(
-        BENCH,
-        "passthrough_legs_per_core",
-        point.legs_per_core,
-        "calls/core",
-        peer="rtpengine-10.5 userspace relay (anchor run, 50 calls)" if per_call else None,
-        peer_value=round(100 / per_call, 1) if per_call else None,
-        goal=300,
-        **_point_extra(point),
-        run=settings.run,
-    )
-    emit(
-        BENCH,
-        "passthrough_added_latency_p50",
-        point.latency_ms.get("p50", -1),
-        "ms",
-        calls=calls,
-        direction_ms=point.latency_ms,
-        run=settings.run,
-    )
-    emit(
-        BENCH,
-        "passthrough_added_latency_p99",
-        point.latency_ms.get("p99", -1),
-        "ms",
-        calls=calls,
-        run=settings.run,
-    )
-    emit(
-        BENCH,
-        "passthrough_rss_per_call",
-        point.rss_per_call_kib,
-        "KiB/call",
-        calls=calls,
-        rss_idle_mib=round(point.rss_idle / 2**20, 1),
-        rss_loaded_mib=round(point.rss_loaded / 2**20, 1),
-        run=settings.run,
-    )
-    _ramp(
-        "passthrough",
-        media,
-        settings.ramp["passthrough"],
-        settings=settings,
-        budget=budget,
-        first=None,
-    )
-
-
-def bench_video(settings: Settings, budget: Budget) -> None:
-    """Workload 3: VP8 <-> H.264 640x480 at 15 fps, both directions transcoded."""
-    frames = 3 * VIDEO_FPS
-    media = Media(
-        "video",
-        VP8,
-        H264,
-        _video_ticks(VP8, frames),
-        _video_ticks(H264, frames),
-        1 / VIDEO_FPS,
-        LATE["video"],
-    )
-    calls = settings.video_calls
-    point = run_point(
-        media,
-        calls,
-        warmup=settings.warmup,
-        window=settings.window,
-        max_queued=_queue_for(calls, "video"),
-    )
-    log(f"media_router: video {point.summary()}")
-    emit(
-        BENCH,
-        "vp8_h264_legs_per_core",
-        point.legs_per_core,
-        "calls/core",
-        goal=8,
+        **peer,
+        goal=workload.goal,
         streams_per_core=round(2 * point.legs_per_core, 1),
+        opus_complexity=settings.opus_complexity,
         **_point_extra(point),
-        run=settings.run,
+        run=run,
     )
+    if workload.latency:
+        for quantile in ("p50", "p99"):
+            emit(
+                BENCH,
+                f"{prefix}_added_latency_{quantile}",
+                point.latency_ms.get(quantile, -1),
+                "ms",
+                calls=calls,
+                direction_ms=point.latency_ms,
+                run=run,
+            )
     emit(
         BENCH,
-        "vp8_h264_rss_per_call",
+        f"{prefix}_rss_per_call",
         point.rss_per_call_kib,
         "KiB/call",
         calls=calls,
         rss_idle_mib=round(point.rss_idle / 2**20, 1),
         rss_loaded_mib=round(point.rss_loaded / 2**20, 1),
-        run=settings.run,
+        run=run,
     )
-    if budget.allows(settings.ramp_window + 10):
-        default = run_point(
-            media, 1, warmup=settings.warmup, window=settings.ramp_window, max_queued=None
-        )
-        log(f"media_router: video, default queue {default.summary()}")
-        emit(
-            BENCH,
-            "vp8_h264_default_queue_evicted",
-            100 * default.evicted,
-            "% of codec jobs",
-            peer=f"queue sized 4/worker + {VIDEO_BURST}/stream",
-            peer_value=round(100 * point.evicted, 3),
-            **_point_extra(default),
-            run=settings.run,
-        )
-    _ramp("vp8_h264", media, settings.ramp["video"], settings=settings, budget=budget, first=point)
+    first = point if workload.ramp_from_main else None
+    _ramp(
+        prefix, media, settings.ramp[workload.name], settings=settings, budget=budget, first=first
+    )
 
 
 def _report_profile(name: str, directory: Path) -> None:
@@ -997,47 +895,39 @@ def main(argv: list[str]) -> None:
     """Run the workloads (``--only`` some of them)."""
     parser = argparse.ArgumentParser(prog="python -m bench media_router")
     parser.add_argument("--quick", action="store_true", help="~1 minute smoke run")
-    parser.add_argument("--only", default="transcode,passthrough,video")
+    parser.add_argument("--only", default=",".join(w.name for w in WORKLOADS))
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--window", type=float, default=10.0, help="s, the main figures")
     parser.add_argument("--ramp-window", type=float, default=4.0, help="s, each ramp step")
     parser.add_argument("--transcode-calls", type=int, default=25)
     parser.add_argument("--passthrough-calls", type=int, default=50)
     parser.add_argument("--video-calls", type=int, default=2)
-    parser.add_argument("--ramp-transcode", default="30,35,40,50")
+    parser.add_argument("--ramp-transcode", default="30,40,50,60,70")
     parser.add_argument("--ramp-passthrough", default="100,150,200,250,300")
     parser.add_argument("--ramp-video", default="4,6,8,10")
+    parser.add_argument("--opus-complexity", type=int, help="the router's (default: the codec's)")
     parser.add_argument("--budget", type=float, default=285.0, help="s for the whole run")
     parser.add_argument("--run", default="1", help="label put in every line")
     parser.add_argument("--profile", type=Path, help="py-spy the gateway into DIR instead")
     args = parser.parse_args(argv)
     if args.quick:
         args.warmup, args.window, args.ramp_window, args.budget = 1.0, 4.0, 3.0, 75.0
-        args.transcode_calls, args.ramp_transcode = 25, "35"
-        args.ramp_passthrough, args.ramp_video = "150", "4"
+        args.ramp_transcode, args.ramp_passthrough, args.ramp_video = "50", "150", "4"
     settings = Settings(
         warmup=args.warmup,
         window=args.window,
         ramp_window=args.ramp_window,
-        transcode_calls=args.transcode_calls,
-        passthrough_calls=args.passthrough_calls,
-        video_calls=args.video_calls,
-        ramp={
-            "transcode": _steps(args.ramp_transcode),
-            "passthrough": _steps(args.ramp_passthrough),
-            "video": _steps(args.ramp_video),
-        },
+        calls={w.name: getattr(args, f"{w.name}_calls") for w in WORKLOADS},
+        ramp={w.name: _steps(getattr(args, f"ramp_{w.name}")) for w in WORKLOADS},
         profile=args.profile,
         run=args.run,
+        opus_complexity=args.opus_complexity,
     )
     budget = Budget(time.monotonic() + args.budget)
-    workloads = {
-        "transcode": bench_transcode,
-        "passthrough": bench_passthrough,
-        "video": bench_video,
-    }
+    by_name = {workload.name: workload for workload in WORKLOADS}
     for name in args.only.split(","):
-        if settings.profile is not None and name == "video":
+        workload = by_name[name]
+        if settings.profile is not None and not workload.profiled:
             continue
         log(f"media_router: {name}")
-        workloads[name](settings, budget)
+        bench_workload(workload, settings, budget)

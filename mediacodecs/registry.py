@@ -26,7 +26,6 @@ from mediacodecs.g722 import G722Decoder, G722Encoder
 from mediacodecs.h264 import H264Decoder, H264Encoder, PacketizationMode
 from mediacodecs.opus import (
     DECODER_RATES,
-    DEFAULT_COMPLEXITY,
     PCM_RATES,
     OpusDecoder,
     OpusEncoder,
@@ -241,7 +240,7 @@ def create_audio_encoder(
             bitrate or 32000,
             fec=fec and wants_fec,
             sample_rate=rate or 48000,
-            complexity=DEFAULT_COMPLEXITY if opus_complexity is None else opus_complexity,
+            complexity=opus_complexity,
         )
     raise CodecError(f"no audio encoder for {codec.name}")
 

@@ -450,6 +450,11 @@ class Router:
         self._attach(stream)
         self._taps[stream].append(tap)
 
+    @property
+    def loop_wakeups(self) -> int:
+        """Times finished codec jobs woke the event loop (each wake-up takes a batch)."""
+        return self._completions.wakeups if self._completions is not None else 0
+
     def routes(self) -> list[Route]:
         """Every live route."""
         return [route for routes in self._out.values() for route in routes]

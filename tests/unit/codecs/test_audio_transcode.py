@@ -88,3 +88,30 @@ def test_bitrate_control_is_applied_by_the_worker() -> None:
     transcoder.set_bitrate(8000)
     after = [p for payload in payloads[10:] for p in transcoder.process(payload)]
     assert sum(len(p.data) for p in after[-5:]) < 0.5 * sum(len(p.data) for p in before[-5:])
+
+
+@pytest.mark.parametrize(("source", "sink"), [(OPUS, PCMU), (PCMU, OPUS), (OPUS, PCMA)])
+def test_opus_and_g711_go_without_pyav_and_may_run_inline(
+    source: CodecSpec, sink: CodecSpec
+) -> None:
+    assert AudioTranscoder(source, sink).inline_safe
+
+
+@pytest.mark.parametrize(("source", "sink"), [(G722, OPUS), (OPUS, G722), (PCMU, G722)])
+def test_pyav_pairings_stay_on_the_executor(source: CodecSpec, sink: CodecSpec) -> None:
+    assert not AudioTranscoder(source, sink).inline_safe
+
+
+def test_pcmu_to_opus_encodes_narrowband_at_the_chosen_complexity() -> None:
+    transcoder = AudioTranscoder(PCMU, OPUS, opus_complexity=7)
+    out = [p for payload in _source_payloads(PCMU, 0.2) for p in transcoder.process(payload)]
+    assert len(out) == 10  # no resampler holding samples back
+    assert all(p.data[0] >> 3 < 4 for p in out)  # TOC config 0-3: SILK narrowband
+    assert transcoder._encoder.complexity == 7  # type: ignore[attr-defined]
+
+
+def test_a_frame_is_transcoded_like_its_payload() -> None:
+    payloads = _source_payloads(PCMU, 0.1)
+    one, other = AudioTranscoder(PCMU, OPUS), AudioTranscoder(PCMU, OPUS)
+    for payload in payloads:
+        assert one.process(payload) == other.process_frame((payload.data,), payload.timestamp)

@@ -115,3 +115,38 @@ def test_conceal_gives_silence_on_the_timeline() -> None:
     assert hole.pts == 8160
     assert hole.samples == 160
     assert not hole.to_ndarray().any()
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_the_sample_methods_match_the_frame_methods(law: G711Law) -> None:
+    frame_encoder, pcm_encoder = G711Encoder(law), G711Encoder(law)
+    frame_decoder, pcm_decoder = G711Decoder(law), G711Decoder(law)
+    tone = sine(1000, 8000, 0.2) + (np.arange(1600) % 7).astype(np.int16)
+    for frame, start in zip(frames_of(tone, 8000, 160), range(0, tone.size, 160), strict=True):
+        expected = frame_encoder.encode(frame)
+        assert pcm_encoder.encode_pcm(tone[start : start + 160]) == expected
+        samples = pcm_decoder.decode_pcm(expected[0])
+        assert np.array_equal(samples, frame_decoder.decode(expected[0])[0].to_ndarray()[0])
+
+
+def test_sample_framing_keeps_the_order_across_odd_sizes() -> None:
+    encoder = G711Encoder("pcma")
+    ramp = (np.arange(800) * 35 - 14000).astype(np.int16)
+    payloads = []
+    for start, stop in ((0, 100), (100, 230), (230, 390), (390, 700)):  # 100, 130, 160, 310
+        payloads += encoder.encode_pcm(ramp[start:stop])
+    assert [p.timestamp for p in payloads] == [0, 160, 320, 480]
+    assert b"".join(p.data for p in payloads) == encode_pcm(ramp[:640], "pcma")
+    # 60 samples waited; 100 more complete the next payload.
+    assert [p.data for p in encoder.encode_pcm(ramp[700:800])] == [
+        encode_pcm(ramp[640:800], "pcma")
+    ]
+
+
+def test_sample_concealment_is_silence_and_moves_the_timeline() -> None:
+    decoder = G711Decoder("pcmu")
+    assert decoder.decode_pcm(RtpPayload(bytes(160), 8000)).size == 160
+    hole = decoder.conceal_pcm()
+    assert hole.size == 160 and not hole.any()
+    assert decoder.decode(RtpPayload(b"", 0)) == []  # frames and samples share the state
+    assert decoder.conceal()[0].pts == 8320

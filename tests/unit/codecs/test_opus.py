@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mediacodecs.audio import Pcm
-from mediacodecs.base import RtpPayload
+from mediacodecs.base import CodecError, RtpPayload
 from mediacodecs.opus import OpusDecoder, OpusEncoder, libopus_version
 from tests.unit.codecs.signals import frames_of, pcm_of, peak_frequency, sine
 
@@ -119,3 +119,58 @@ def test_stereo_input_to_a_mono_encoder() -> None:
         decoded += decoder.decode(payload)
     assert decoded[0].layout.nb_channels == 2
     assert peak_frequency(pcm_of(decoded), 48000) == pytest.approx(1000, abs=20)
+
+
+def _toc_bandwidths(payloads: list[RtpPayload]) -> set[str]:
+    # RFC 6716 section 3.1: the TOC byte's config (top 5 bits) says mode and band.
+    bands = ["NB"] * 4 + ["MB"] * 4 + ["WB"] * 4 + ["SWB"] * 2 + ["FB"] * 2
+    bands += ["NB"] * 4 + ["WB"] * 4 + ["SWB"] * 4 + ["FB"] * 4  # CELT-only
+    return {bands[p.data[0] >> 3] for p in payloads}
+
+
+def test_an_8khz_encoder_codes_narrowband_and_a_440hz_tone_survives() -> None:
+    encoder = OpusEncoder(32000, sample_rate=8000)
+    payloads: list[RtpPayload] = []
+    tone = sine(440, 8000, 0.6)
+    for start in range(0, tone.size, 160):
+        payloads += encoder.encode_pcm(tone[start : start + 160])
+    assert len(payloads) == 30
+    assert [p.timestamp for p in payloads[:3]] == [0, 960, 1920]  # the RTP clock stays 48 kHz
+    assert _toc_bandwidths(payloads) == {"NB"}
+    assert encoder.complexity == 1  # the narrowband default
+    decoder = OpusDecoder(sample_rate=8000)
+    pcm = np.concatenate([decoder.decode_pcm(p).copy() for p in payloads])
+    assert pcm.size == 30 * 160
+    assert peak_frequency(pcm[800:], 8000) == pytest.approx(440, abs=10)
+    # A 48 kHz decoder (the browser) hears the same tone.
+    wide = OpusDecoder()
+    assert peak_frequency(
+        np.concatenate([wide.decode_pcm(p).copy() for p in payloads])[4800:], 48000
+    ) == pytest.approx(440, abs=10)
+
+
+def test_a_16khz_encoder_stays_within_wideband() -> None:
+    encoder = OpusEncoder(32000, sample_rate=16000)
+    payloads: list[RtpPayload] = []
+    for frame in frames_of(sine(1000, 16000, 0.4), 16000, 320):
+        payloads += encoder.encode(frame)
+    assert len(payloads) == 20
+    assert _toc_bandwidths(payloads) <= {"NB", "MB", "WB"}
+    assert encoder.complexity == 5
+
+
+def test_an_unsupported_encoder_rate_is_refused() -> None:
+    with pytest.raises(CodecError):
+        OpusEncoder(sample_rate=44100)
+
+
+def test_pcm_concealment_continues_the_stream() -> None:
+    encoder = OpusEncoder(32000, sample_rate=8000, fec=True, expected_loss=20)
+    tone = sine(440, 8000, 0.4)
+    payloads = [p for i in range(0, tone.size, 160) for p in encoder.encode_pcm(tone[i : i + 160])]
+    decoder = OpusDecoder(sample_rate=8000)
+    for payload in payloads[:10]:
+        decoder.decode_pcm(payload)
+    assert decoder.conceal_pcm(payloads[11]).size == 160
+    assert decoder.conceal_pcm().size == 160
+    assert (decoder.recovered + decoder.concealed) == 2

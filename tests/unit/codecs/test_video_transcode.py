@@ -10,6 +10,7 @@ from mediacodecs.base import RtpPayload
 from mediacodecs.executor import MediaExecutor
 from mediacodecs.registry import CodecSpec, create_video_decoder, create_video_encoder
 from mediacodecs.transcode import VideoTranscoder
+from mediacodecs.video import video_frame
 from tests.unit.codecs.signals import gradient, gradient_frame, mean_error
 
 VP8 = CodecSpec("VP8", 90000)
@@ -88,3 +89,21 @@ def test_submit_runs_on_the_executor_and_the_gauge_counts_open_transcoders() -> 
     transcoder.close()
     transcoder.close()
     assert gauge._value.get() == before
+
+
+def test_a_whole_frame_is_one_executor_job() -> None:
+    transcoder = VideoTranscoder(VP8, H264, 640, 480, 15, 500_000)
+    encoder = create_video_encoder(VP8, bitrate=4_000_000)
+    noise = np.random.default_rng(5).integers(0, 256, (3, 480, 640, 3), dtype=np.uint8)
+    frames = [encoder.encode(video_frame(noise[i], i * 6000)) for i in range(3)]
+    assert len(frames[0]) > 4  # the keyframe alone is more payloads than a stream may queue
+    with MediaExecutor(1, per_key=4) as executor:
+        futures = [
+            transcoder.submit_frame(executor, [p.data for p in frame], frame[0].timestamp)
+            for frame in frames
+        ]
+        out = [future.result(5.0) for future in futures]
+    assert executor.completed == 3 and executor.dropped == 0
+    assert all(out) and out[0][0].keyframe
+    assert [payload.marker for payload in out[0]][-1]
+    transcoder.close()

@@ -1,0 +1,112 @@
+"""Where the router runs a transcode: Opus <-> G.711 inline on the loop, PyAV
+codecs on the executor with one job per frame, completions in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+
+import numpy as np
+
+from gateway.media.negotiation import NegotiatedCodec
+from gateway.media.router import Completions, Route
+from gateway.media.rtp import RtpWriter
+from mediacodecs.executor import MediaExecutor
+from mediacodecs.registry import create_video_encoder
+from mediacodecs.video import video_frame
+from tests.unit.media.test_router import (
+    OPUS,
+    PCMU,
+    VP8,
+    FakePort,
+    executor,
+    packets,
+    pcmu_tone,
+    stream,
+    wait_for,
+)
+
+__all__ = ["executor"]  # the fixture, shared with test_router
+
+G722 = NegotiatedCodec(9, "G722", 8000)
+H264 = NegotiatedCodec(97, "H264", 90000, fmtp="packetization-mode=1;profile-level-id=42e01f")
+
+
+async def test_opus_and_g711_are_transcoded_inline_without_the_executor(
+    executor: MediaExecutor,
+) -> None:
+    source = FakePort("audio", stream(PCMU))
+    sink = FakePort("audio", stream(OPUS))
+    route = Route(source, sink, executor)
+    for packet in packets(0, pcmu_tone(25)):
+        route.feed(packet)
+    await wait_for(lambda: route.stats.transcoded_out >= 20)
+    assert set(sink.payload_types()) == {111}
+    assert executor.completed == 0  # nothing went through the pool
+    route.close()
+
+
+async def test_a_pyav_audio_transcode_runs_on_the_executor(executor: MediaExecutor) -> None:
+    source = FakePort("audio", stream(PCMU))
+    sink = FakePort("audio", stream(G722))
+    route = Route(source, sink, executor)
+    loop = asyncio.get_running_loop()
+    for packet in packets(0, pcmu_tone(25)):
+        route.feed(packet, loop.time())
+        await asyncio.sleep(0.02)  # as a phone sends them
+    await wait_for(lambda: executor.completed == 25)
+    assert route.stats.transcoded_out >= 23  # the 8 -> 16 kHz resampler holds some back
+    assert set(sink.payload_types()) == {9}
+    assert executor.dropped == 0  # one job per packet, none evicted
+    route.close()
+
+
+def _vp8_frames(count: int) -> list[list[bytes]]:
+    # Noise: a keyframe of many payloads, more than one stream may queue jobs.
+    encoder = create_video_encoder(VP8, bitrate=4_000_000)
+    noise = np.random.default_rng(9).integers(0, 256, (count, 240, 320, 3), dtype=np.uint8)
+    frames = [encoder.encode(video_frame(noise[i], i * 6000)) for i in range(count)]
+    return [[payload.data for payload in frame] for frame in frames]
+
+
+async def test_a_video_frame_is_one_job_however_many_payloads(executor: MediaExecutor) -> None:
+    source = FakePort("video", stream(VP8, kind="video"))
+    sink = FakePort("video", stream(H264, kind="video"))
+    route = Route(source, sink, executor)
+    frames = _vp8_frames(3)
+    assert len(frames[0]) > executor.per_key
+    writer = RtpWriter(96, 0x5EED)
+    loop = asyncio.get_running_loop()
+    for index, frame in enumerate(frames):
+        for part, data in enumerate(frame):
+            packet = writer.packet(data, 1000 + index * 6000, marker=part == len(frame) - 1)
+            route.feed(bytes(packet), loop.time())
+        await asyncio.sleep(1 / 15)
+    await wait_for(lambda: executor.completed >= 3)
+    await wait_for(lambda: route.stats.transcoded_out > 0)
+    assert executor.completed == 3 and executor.dropped == 0
+    assert route.stats.transcoded_in == sum(len(frame) for frame in frames)
+    assert set(sink.payload_types()) == {97}
+    route.close()
+
+
+async def test_completions_wake_the_loop_once_per_batch() -> None:
+    completions = Completions(asyncio.get_running_loop())
+    ran: list[int] = []
+
+    def finish_five() -> None:
+        for n in range(5):
+            completions.put(functools.partial(ran.append, n))
+
+    worker = threading.Thread(target=finish_five)
+    worker.start()
+    worker.join()
+    assert completions.wakeups == 1  # the loop did not run in between: one wake-up armed
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert ran == [0, 1, 2, 3, 4]
+    completions.put(lambda: ran.append(5))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert ran[-1] == 5 and completions.wakeups == 2  # a later put wakes it again
