@@ -104,6 +104,7 @@ class EncodedPayload:
     marker: bool
     sequence: int
     ssrc: int
+    payload_type: int = 0
 
 
 PayloadCallback = Callable[[EncodedPayload], None]
@@ -348,6 +349,11 @@ class WebRtcLeg:
         codec = internals.negotiated_codec(transceiver)
         return codec.name if codec is not None else None
 
+    def negotiated_codec(self, slot: str) -> RTCRtpCodecParameters | None:
+        """The codec both directions of ``slot`` use (the first common one), once negotiated."""
+        transceiver = self._transceivers.get(slot)
+        return internals.negotiated_codec(transceiver) if transceiver is not None else None
+
     def request_keyframe(self, slot: str = "video") -> bool:
         """Ask the browser for a keyframe (PLI); False when it sent nothing in ``slot`` yet."""
         hook = self._hooks.get(slot)
@@ -443,6 +449,7 @@ class WebRtcLeg:
             marker=bool(packet.marker),
             sequence=packet.sequence_number,
             ssrc=packet.ssrc,
+            payload_type=packet.payload_type,
         )
         for callback in subscribers:
             callback(payload)

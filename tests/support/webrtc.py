@@ -94,6 +94,8 @@ class BrowserPeer:
         self.video_frames = 0
         self.audio_frames = 0
         self.loud_audio_frames = 0
+        self.heard: list[np.ndarray] = []  # decoded audio, first channel, 20 ms each
+        self.heard_rate = 48000
         self.rtp: dict[str, list[RtpPacket]] = {"audio": [], "video": []}
         self.keyframe_requests = 0
         self.senders: dict[str, RTCRtpSender] = {}
@@ -138,6 +140,16 @@ class BrowserPeer:
                     samples = frame.to_ndarray().astype(np.float64)
                     if np.sqrt(np.mean(samples**2)) > 1000:
                         self.loud_audio_frames += 1
+                    channels = len(frame.layout.channels)
+                    self.heard.append(samples.reshape(-1)[::channels])
+                    self.heard_rate = frame.sample_rate
+                    del self.heard[:-250]  # the last 5 s
+
+    def dominant_frequency(self, seconds: float = 2.0) -> float:
+        """The loudest frequency of the last ``seconds`` of decoded audio (Hz)."""
+        samples = np.concatenate(self.heard)[-int(seconds * self.heard_rate) :]
+        spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+        return float(np.fft.rfftfreq(samples.size, 1 / self.heard_rate)[int(np.argmax(spectrum))])
 
     def video_keyframes(self) -> int:
         """VP8 keyframes among the video packets received."""

@@ -1,0 +1,90 @@
+"""The room's ``connect``: media between two participants' legs, whatever they are.
+
+* two browsers: ``Passthrough`` (encoded frames forwarded, nothing decoded,
+  screen slot included);
+* a browser and an RTP leg (a SIP call dialled in or out: anything with
+  ``media(kind)`` giving the router a stream): the media ``Router`` between
+  the browser's slot (``WebRtcPort``) and the leg's stream, per kind; it
+  passes the codec through where both sides use it and transcodes where
+  they differ (Opus <-> G.711/G.722, VP8 <-> H.264);
+* two RTP legs: the router between their streams.
+
+A browser's camera goes to an RTP leg's video; its screen slot does not
+reach SIP legs yet (issue #7 wants it in their main video).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gateway.log import get_logger
+from gateway.media.router import RoutedStream, Router
+from gateway.webrtc.leg import WebRtcLeg
+from gateway.webrtc.passthrough import Passthrough
+from gateway.webrtc.port import WebRtcPort
+
+log = get_logger(__name__)
+
+KINDS = ("audio", "video")
+
+
+class RtpLeg(Protocol):
+    """A non-browser leg with RTP streams (``bridges.base`` participants)."""
+
+    def media(self, kind: str) -> RoutedStream | None:
+        """The stream of ``kind`` the router takes, or None."""
+        ...
+
+
+class MediaLinker:
+    """``connect(a, b)`` for ``gateway.rooms.room.Room``; returns the undo function."""
+
+    def __init__(self, router: Router | None) -> None:
+        self.router = router
+
+    def __call__(self, a: Any, b: Any) -> Callable[[], None]:
+        if isinstance(a, WebRtcLeg) and isinstance(b, WebRtcLeg):
+            return Passthrough(a, b).close
+        if self.router is None:
+            log.warning("media: no router on this node, legs not linked")
+            return _nothing
+        router = self.router
+        ports: list[WebRtcPort] = []
+        streams: list[RoutedStream] = []
+        for kind in KINDS:
+            one, other = _stream(a, kind, ports), _stream(b, kind, ports)
+            if one is None or other is None:
+                continue
+            router.connect(one, other)
+            streams += [one, other]
+        if not streams:
+            log.info("media: the two legs share no kind of media")
+
+        def undo() -> None:
+            for stream in streams:
+                router.remove(stream)
+            for port in ports:
+                port.close()
+            streams.clear()
+
+        return undo
+
+
+def _stream(leg: Any, kind: str, ports: list[WebRtcPort]) -> RoutedStream | None:
+    if isinstance(leg, WebRtcLeg):
+        slot = "audio" if kind == "audio" else "video"
+        if slot not in leg.attached():
+            return None
+        port = WebRtcPort(leg, slot)
+        ports.append(port)
+        return port
+    media = getattr(leg, "media", None)
+    if media is None:
+        return None
+    stream: RoutedStream | None = media(kind)
+    return stream
+
+
+def _nothing() -> None:
+    return None
