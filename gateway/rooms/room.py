@@ -264,6 +264,12 @@ class Room:
         ]  # fmt: skip
         return {"type": "lobby", "participants": waiting, "in_call": in_call}
 
+    def tell_agents(self, message: Message) -> None:
+        """Something only agents follow (a dial-out's progress)."""
+        for agent in self._admitted():
+            if agent.role is Role.AGENT:
+                agent.send(message)
+
     def _lobby_changed(self, *, but: Participant | None = None) -> None:
         lobby = self.lobby()
         for agent in self._admitted():

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from gateway.calls import CallRegistry
+from gateway.rooms.directory import RoomDirectory
+from gateway.rooms.room import Role
 from gateway.settings import Settings
 from gateway.store.agents import Agents
 from gateway.store.appointments import Appointments
@@ -54,3 +56,27 @@ class AppointmentStore(Protocol):
 
 
 STORE = web.AppKey("store", AppointmentStore)
+
+
+class Dialer(Protocol):
+    """Dial-out into rooms (``bridges.dialout.RoomDialer``; the web layer never imports bridges)."""
+
+    def bridges(self) -> list[str]:
+        """The names of the bridges one may dial through now."""
+        ...
+
+    async def dial(self, appointment_id: str, bridge: str, target: str, role: Role) -> str:
+        """Start a dial-out; its id. NotFound, BadRequest, Unavailable on refusal."""
+        ...
+
+    async def cancel(self, appointment_id: str, dial_id: str) -> None:
+        """Give up or hang up a dial-out."""
+        ...
+
+    def state(self, appointment_id: str, dial_id: str) -> dict[str, Any]:
+        """Where a dial-out is now."""
+        ...
+
+
+DIALER = web.AppKey("dialer", Dialer)
+DIRECTORY = web.AppKey("directory", RoomDirectory)

@@ -30,7 +30,7 @@ from gateway.rooms.room import Message, Participant, Role, Room, Rooms
 from gateway.settings import Settings
 from gateway.store.appointments import LinkExpired, LinkNotYet, iso
 from gateway.web import auth
-from gateway.web.keys import CALLS, SETTINGS, STORE
+from gateway.web.keys import CALLS, DIALER, SETTINGS, STORE, Dialer
 from gateway.webrtc.echo import Echo
 from gateway.webrtc.ice import ice_servers
 from gateway.webrtc.leg import LegState, WebRtcLeg
@@ -255,6 +255,10 @@ class SignalingSession:
             "ice_servers": self._ice_servers(self.participant.id),
         })  # fmt: skip
         if joined_as is Role.AGENT:
+            dialer = self.request.app.get(DIALER)
+            roles = [r.value for r in Role if r is not Role.AGENT]
+            bridges = dialer.bridges() if dialer is not None else []
+            self.send({"type": "bridges", "bridges": bridges, "roles": roles})
             self.send(self.room.lobby())
         log.info("signaling: joined", call_id=self.call_id, role=joined_as.value)
 
@@ -392,6 +396,31 @@ class SignalingSession:
         assert self.room is not None and self.participant is not None
         self.room.relay(self.participant, {"type": "quality", "mode": mode})
 
+    def _dialer(self) -> tuple[Room, Dialer]:
+        room, participant = self.room, self.participant
+        assert room is not None and participant is not None
+        dialer = self.request.app.get(DIALER)
+        if participant.role is not Role.AGENT or dialer is None:
+            raise ProtocolError("only an agent may add participants", "forbidden")
+        return room, dialer
+
+    async def dial(self, message: Message) -> None:
+        """An agent adds a participant through a bridge (SIP URI or number)."""
+        room, dialer = self._dialer()
+        bridge = _text(message, "bridge", 64) or ""
+        uri = (_text(message, "uri", 256) or "").strip()
+        role_name = message.get("role", Role.GUEST.value)
+        if role_name not in {r.value for r in Role if r is not Role.AGENT} or not uri:
+            raise ProtocolError("dial needs a bridge, a uri and a role other than agent")
+        dial_id = await dialer.dial(room.appointment_id, bridge, uri, Role(role_name))
+        self.send({"type": "dial", "id": dial_id, "bridge": bridge, "role": role_name,
+                   "state": "trying", "uri": uri})  # fmt: skip
+
+    async def dial_cancel(self, message: Message) -> None:
+        """An agent cancels a ringing dial-out or hangs up an answered one."""
+        room, dialer = self._dialer()
+        await dialer.cancel(room.appointment_id, _text(message, "id", 64) or "")
+
     async def hang_up(self, _message: Message) -> None:
         """End the call for everyone."""
         if self.test_call is not None:
@@ -441,6 +470,8 @@ _HANDLERS: dict[str, Callable[[SignalingSession, Message], Any]] = {
     "screen": SignalingSession.relay,
     "quality": SignalingSession.quality,
     "hangup": SignalingSession.hang_up,
+    "dial": SignalingSession.dial,
+    "dial-cancel": SignalingSession.dial_cancel,
 }
 
 

@@ -1,0 +1,51 @@
+"""The node's media plane as a ``gateway.app.Service``: one codec executor and one router.
+
+Rooms link their legs through ``linker`` (``gateway.webrtc.links.MediaLinker``
+or any ``connect``), which gets the router when the service starts.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.log import get_logger
+from gateway.media.router import Router
+from gateway.settings import Settings
+from mediacodecs.executor import MediaExecutor
+
+log = get_logger(__name__)
+
+
+class RouterUser(Protocol):
+    """Something that needs the router once it exists."""
+
+    router: Router | None
+
+
+class MediaService:
+    """Starts the executor (``media.codec_threads`` workers, 0 = one per core) and router."""
+
+    def __init__(self, *users: RouterUser) -> None:
+        self.users = users
+        self.executor: MediaExecutor | None = None
+        self.router: Router | None = None
+
+    async def start(self, settings: Settings) -> None:
+        self.executor = MediaExecutor(settings.media.codec_threads or None)
+        self.router = Router(self.executor)
+        for user in self.users:
+            user.router = self.router
+        log.info("media plane ready", codec_workers=self.executor.workers)
+
+    async def reload(self, settings: Settings) -> None:
+        """Worker count changes take effect on restart."""
+        return None
+
+    async def stop(self) -> None:
+        for user in self.users:
+            user.router = None
+        if self.router is not None:
+            self.router.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False)
+        self.router = self.executor = None
