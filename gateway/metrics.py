@@ -192,6 +192,21 @@ BRIDGE_SETUP_SECONDS = Histogram(
     registry=REGISTRY,
 )
 BRIDGE_OUTCOMES = ("answered", "busy", "no_answer", "cancelled", "failed", "refused")
+DIAL_IN = Counter(
+    "gatewayd_dial_in_total",
+    "SIP calls into rooms (by room address or lobby PIN), by outcome: joined, not_found,"
+    " expired, not_yet, full, unavailable, bad_pin, failed",
+    ["outcome"],
+    registry=REGISTRY,
+)
+DIAL_IN_ACTIVE = Gauge(
+    "gatewayd_dial_in_calls_active",
+    "Dial-in calls on this node now (in the lobby, waiting or in a room): the licences used",
+    registry=REGISTRY,
+)
+DIAL_IN_OUTCOMES = (
+    "joined", "not_found", "expired", "not_yet", "full", "unavailable", "bad_pin", "failed",
+)  # fmt: skip
 
 # --- appointments ---------------------------------------------------------------------
 APPOINTMENTS = Counter(
@@ -232,6 +247,8 @@ for _direction in ("in", "out"):
     RTP_PACKETS.labels(direction=_direction)
 for _outcome in ("completed", "rejected", "abandoned", "failed"):
     APPOINTMENTS.labels(outcome=_outcome)
+for _outcome in DIAL_IN_OUTCOMES:
+    DIAL_IN.labels(outcome=_outcome)
 
 
 def set_build_info() -> None:

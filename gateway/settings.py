@@ -5,9 +5,8 @@ are errors, because a typo such as ``drian_timeout`` silently ignored is an
 outage waiting for the next upgrade. Every error is reported as
 ``key.path: reason (line N)``, all of them at once.
 
-Each later capability adds its own section model here; the example file
-``config/gatewayd.example.yaml`` documents every key (a test keeps the two in
-step).
+Section models live here or, once this file is full, in ``settings_<name>.py``;
+config/gatewayd.example.yaml documents every key (a test keeps them in step).
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from gateway.config_source import (
     resolve_references,
 )
 from gateway.errors import ConfigError
+from gateway.settings_dialin import DialInSettings
 
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
@@ -211,6 +211,7 @@ class SipSettings(Section):
     access: SipAccess = SipAccess()
     tls: SipTls | None = None
     trunks: list[SipTrunk] = Field(default_factory=list)
+    dial_in: DialInSettings = DialInSettings()  # calls into rooms (settings_dialin.py)
 
     _host = field_validator("host")(_check_host)
 

@@ -51,6 +51,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX appointments_expiry ON appointments(expires_at);
     """,
+    # 2: SIP dial-in: a room address (sip:<sip_alias>@<domain>) and a lobby PIN per
+    # appointment; older appointments keep NULL (no dial-in). The PIN is stored as
+    # given: see gateway/store/appointments.py for why it is not hashed.
+    """
+    ALTER TABLE appointments ADD COLUMN sip_alias TEXT;
+    ALTER TABLE appointments ADD COLUMN pin TEXT;
+    CREATE UNIQUE INDEX appointments_sip_alias ON appointments(sip_alias);
+    CREATE INDEX appointments_pin ON appointments(pin);
+    """,
 )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import BadRequest, NotFound
+from gateway.settings_dialin import lobby_uri, room_uri
 from gateway.store.agents import Session
 from gateway.web import auth
 from gateway.web.api import agent_url, base_url, citizen_url
@@ -262,11 +263,17 @@ async def create(request: web.Request) -> web.StreamResponse:
             request, t, session, error=_notice(t("console.bad_input")), status=400
         )
     base = base_url(settings, request)
+    sip_uri, lobby = room_uri(settings, appointment.sip_alias), lobby_uri(settings)
+    dial_in = "" if sip_uri is None else render(
+        "agent_created_dial_in", t, sip_uri=sip_uri,
+        pin_text=t("console.dial_in_pin", lobby=lobby, pin=appointment.pin) if lobby else "",
+    )  # fmt: skip
     created = render(
         "agent_created",
         t,
         citizen_url=citizen_url(base, token),
         agent_url=agent_url(base, appointment),
+        dial_in=dial_in,
     )
     return await _console(request, t, session, created=created, status=201)
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway.errors import BadRequest, GatewayError
 from gateway.settings import Settings
+from gateway.settings_dialin import room_uri
 from gateway.store.appointments import Appointment, parse_time
 from gateway.web.keys import SETTINGS, STORE
 
@@ -47,6 +48,12 @@ def citizen_url(base: str, token: str) -> str:
 def agent_url(base: str, appointment: Appointment) -> str:
     """The agent's page of an appointment (behind the console login)."""
     return f"{base}/agent/appointments/{appointment.id}"
+
+
+def dial_in(settings: Settings, appointment: Appointment) -> dict[str, str | None]:
+    """``sip_uri`` and ``pin`` of an appointment (both None while dial-in is off)."""
+    uri = room_uri(settings, appointment.sip_alias)
+    return {"sip_uri": uri, "pin": appointment.pin if uri is not None else None}
 
 
 def _authorize(request: web.Request) -> None:
@@ -112,6 +119,7 @@ async def create_appointment(request: web.Request) -> web.Response:
         "starts_at": appointment.as_json()["starts_at"],
         "expires_at": appointment.as_json()["expires_at"],
         "language": appointment.language,
+        **dial_in(settings, appointment),
     }
     return web.json_response(
         body, status=201, headers={"Location": f"/api/v1/appointments/{appointment.id}"}
@@ -123,7 +131,8 @@ async def get_appointment(request: web.Request) -> web.Response:
     """One appointment (never its citizen link: only the creation answer has it)."""
     _authorize(request)
     appointment = await request.app[STORE].appointments.get(request.match_info["id"][:64])
-    return web.json_response(appointment.as_json())
+    settings = request.app[SETTINGS]()
+    return web.json_response({**appointment.as_json(), **dial_in(settings, appointment)})
 
 
 @routes.get("/api/v1/openapi.json")
@@ -132,6 +141,20 @@ async def openapi(_request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
 
+_DIAL_IN: dict[str, Any] = {
+    "sip_uri": {
+        "type": ["string", "null"],
+        "description": "The room's SIP address (dial-in lands in the waiting room unless"
+        " sip.dial_in.admit is direct); null while dial-in is off",
+        "examples": ["sip:k3v7qz2mxa@video.agency.example"],
+    },
+    "pin": {
+        "type": ["string", "null"],
+        "pattern": "^[0-9]{6}$",
+        "description": "6-digit PIN for the lobby address (sip:lobby@<domain>), entered by"
+        " DTMF and ended by #; works inside the appointment's window only",
+    },
+}
 _APPOINTMENT = {
     "type": "object",
     "properties": {
@@ -141,6 +164,7 @@ _APPOINTMENT = {
         "expires_at": {"type": "string", "format": "date-time"},
         "language": {"type": "string"},
         "state": {"enum": ["scheduled", "waiting", "in_call", "ended", "cancelled"]},
+        **_DIAL_IN,
     },
 }
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}}
@@ -202,6 +226,7 @@ OPENAPI: dict[str, Any] = {
                                         "starts_at": {"type": "string", "format": "date-time"},
                                         "expires_at": {"type": "string", "format": "date-time"},
                                         "language": {"type": "string"},
+                                        **_DIAL_IN,
                                     },
                                 }
                             }
