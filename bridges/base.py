@@ -30,7 +30,10 @@ from gateway.settings import Settings, SipBridgeSettings
 
 log = get_logger(__name__)
 
-#: One ``bridges:`` entry (a union once more types than ``sip`` exist).
+#: The ``bridges:`` entries this registry dials through. ``whip`` entries are
+#: not calls into a room but pushes of a room to another system; they need a
+#: WebRTC leg, which bridges may not import, so ``gateway/web/whip.py`` serves
+#: them (docs/decisions.md, "WHIP/WHEP lives in gateway/web").
 BridgeSettings = SipBridgeSettings
 
 
@@ -265,7 +268,7 @@ class BridgeRegistry:
 
     def apply(self, settings: Settings) -> None:
         """Build, reconfigure and retire bridges to match ``settings.bridges``."""
-        wanted = {config.name: config for config in settings.bridges}
+        wanted = {config.name: config for config in settings.bridges_of(SipBridgeSettings)}
         for name in [n for n in self._bridges if n not in wanted]:
             bridge = self._bridges.pop(name)
             bridge.retire()

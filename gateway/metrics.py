@@ -171,6 +171,19 @@ ICE_FAILURES = Counter(
     registry=REGISTRY,
 )
 
+WHIP_SESSIONS_ACTIVE = Gauge(
+    "gatewayd_whip_sessions_active",
+    "WHIP publishers (kind whip) and WHEP viewers (kind whep) in rooms",
+    ["kind"],
+    registry=REGISTRY,
+)
+WHIP_SESSIONS_ENDED = Counter(
+    "gatewayd_whip_sessions_ended_total",
+    "WHIP/WHEP sessions ended, by kind and reason (deleted, ended, ice_failed, closed, shutdown)",
+    ["kind", "reason"],
+    registry=REGISTRY,
+)
+
 # --- bridges ---------------------------------------------------------------------------
 BRIDGE_CALLS_ACTIVE = Gauge(
     "gatewayd_bridge_calls_active",

@@ -12,15 +12,13 @@ config/gatewayd.example.yaml documents every key (a test keeps them in step).
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -36,28 +34,52 @@ from gateway.config_source import (
     resolve_references,
 )
 from gateway.errors import ConfigError
+from gateway.settings_base import Section, check_host
+from gateway.settings_bridges import (
+    BridgeCodecs,
+    BridgeEntry,
+    RewriteRule,
+    SipBridgeSettings,
+    WhipBridgeSettings,
+)
 from gateway.settings_dialin import DialInSettings
+
+#: Public names; the bridge entries and ``Section`` live in settings_bridges/settings_base.
+__all__ = [
+    "ApiSettings",
+    "AppointmentSettings",
+    "BrandingSettings",
+    "BridgeCodecs",
+    "BridgeEntry",
+    "FooterLink",
+    "IceServer",
+    "LogSettings",
+    "MediaSettings",
+    "Port",
+    "RewriteRule",
+    "Seconds",
+    "Section",
+    "Settings",
+    "SipAccess",
+    "SipBridgeSettings",
+    "SipLimits",
+    "SipSettings",
+    "SipTimers",
+    "SipTls",
+    "SipTransportName",
+    "SipTrunk",
+    "SystemdSettings",
+    "TlsSettings",
+    "WebRtcSettings",
+    "WebSettings",
+    "WhipBridgeSettings",
+    "load_settings",
+    "load_settings_file",
+    "restart_only_changes",
+]
 
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
-
-
-class Section(BaseModel):
-    """Base of every settings model: strict about unknown keys, immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-def _check_host(value: str) -> str:
-    """A listen address is an IP literal or a host name, never a URL."""
-    if not value or "/" in value or " " in value:
-        raise ValueError("must be an IP address or host name, e.g. 127.0.0.1 or ::1")
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        if not all(part and len(part) < 64 for part in value.split(".")):
-            raise ValueError("must be an IP address or host name") from None
-    return value
 
 
 class LogSettings(Section):
@@ -95,7 +117,7 @@ class WebSettings(Section):
     #: Largest request body accepted, in bytes.
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
-    _host = field_validator("host")(_check_host)
+    _host = field_validator("host")(check_host)
 
     @field_validator("metrics_token")
     @classmethod
@@ -213,7 +235,7 @@ class SipSettings(Section):
     trunks: list[SipTrunk] = Field(default_factory=list)
     dial_in: DialInSettings = DialInSettings()  # calls into rooms (settings_dialin.py)
 
-    _host = field_validator("host")(_check_host)
+    _host = field_validator("host")(check_host)
 
     @field_validator("transports")
     @classmethod
@@ -259,7 +281,7 @@ class MediaSettings(Section):
     #: Threads for decoding/encoding (0: one per CPU core).
     codec_threads: Annotated[int, Field(ge=0, le=256)] = 0
 
-    _address = field_validator("address")(_check_host)
+    _address = field_validator("address")(check_host)
 
     @model_validator(mode="after")
     def _port_range(self) -> MediaSettings:
@@ -420,146 +442,7 @@ class BrandingSettings(Section):
         return value
 
 
-_AUDIO_CODEC_NAMES = ("opus", "G722", "PCMU", "PCMA")
-_VIDEO_CODEC_NAMES = ("VP8", "H264")
-_GROUP_REFERENCE = re.compile(r"\\(?:g<([^>]*)>|(\d+))")
-_PROXY = re.compile(r"^(?:sips?:)?(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?(?:;[^;\s]+)*$")
-
-
-def _codec_names(value: list[str], known: tuple[str, ...], kind: str) -> list[str]:
-    canonical = {name.lower(): name for name in known}
-    names = []
-    for item in value:
-        name = canonical.get(item.lower())
-        if name is None:
-            raise ValueError(f"unknown {kind} codec {item!r}; known: {', '.join(known)}")
-        if name in names:
-            raise ValueError(f"{kind} codec {name} is listed twice")
-        names.append(name)
-    return names
-
-
-class BridgeCodecs(Section):
-    """Codecs offered on a bridge's calls, per media, in order of preference."""
-
-    audio: Annotated[list[str], Field(min_length=1)] = Field(
-        default_factory=lambda: list(_AUDIO_CODEC_NAMES)
-    )
-    #: Empty: audio-only calls (no video is offered or accepted).
-    video: list[str] = Field(default_factory=lambda: list(_VIDEO_CODEC_NAMES))
-
-    @field_validator("audio")
-    @classmethod
-    def _audio(cls, value: list[str]) -> list[str]:
-        return _codec_names(value, _AUDIO_CODEC_NAMES, "audio")
-
-    @field_validator("video")
-    @classmethod
-    def _video(cls, value: list[str]) -> list[str]:
-        return _codec_names(value, _VIDEO_CODEC_NAMES, "video")
-
-
-class RewriteRule(Section):
-    """Turn a dialled number or URI into the Request-URI (first matching rule wins).
-
-    ``match`` is a Python regular expression that must match the whole target;
-    ``replace`` may use its groups (``\\1``, ``\\g<name>``). A result without
-    ``sip:``/``sips:`` becomes ``sip:<result>@<domain>``.
-    """
-
-    match: Annotated[str, Field(min_length=1, max_length=500)]
-    replace: Annotated[str, Field(max_length=500)]
-
-    @model_validator(mode="after")
-    def _compiles(self) -> RewriteRule:
-        try:
-            pattern = re.compile(self.match)
-        except re.error as exc:
-            raise ValueError(f"match {self.match!r} is not a regular expression: {exc}") from None
-        for name, number in _GROUP_REFERENCE.findall(self.replace):
-            if number and int(number) > pattern.groups:
-                raise ValueError(
-                    f"replace refers to group {number} but match has {pattern.groups} group(s)"
-                )
-            if (
-                name
-                and not (name.isdigit() and int(name) <= pattern.groups)
-                and (name not in pattern.groupindex)
-            ):
-                raise ValueError(f"replace refers to group {name!r}, which match does not define")
-        return self
-
-
-class SipBridgeSettings(Section):
-    """A SIP bridge: where dialled-out calls go and how they are set up.
-
-    Either ``trunk`` names an entry of ``sip.trunks`` (its registrar is the
-    proxy, its credentials answer challenges, its address of record is our
-    From), or ``proxy`` (and ``username``/``password`` when the proxy
-    challenges) is given here; not both, so a secret is configured once.
-    """
-
-    name: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$")]
-    type: Literal["sip"]
-    #: Name of a ``sip.trunks`` entry whose registrar, transport, credentials and AOR are used.
-    trunk: str | None = None
-    #: Outbound proxy (``sip:host[:port][;transport=tcp]`` or ``host[:port]``); located
-    #: with RFC 3263. Default with ``trunk``: the trunk's registrar.
-    proxy: str | None = None
-    #: Host part for targets that are not URIs (default: the proxy's host).
-    domain: str | None = None
-    transport: Literal["udp", "tcp", "tls"] | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    #: Our From address (default: the trunk's AOR, else sip:<username|gatewayd>@<domain>).
-    from_uri: str | None = None
-    #: SDES-SRTP on this bridge's calls (default: media.srtp).
-    srtp: Literal["require", "offer", "off"] | None = None
-    codecs: BridgeCodecs = BridgeCodecs()
-    #: How key presses are signalled: rfc4733 (telephone-event), info (SIP INFO), inband.
-    dtmf: Literal["rfc4733", "info", "inband"] = "rfc4733"
-    rewrite: list[RewriteRule] = Field(default_factory=list)
-    #: Refuse targets no rewrite rule matches (false: use them unchanged).
-    reject_unmatched: bool = False
-    #: Calls on this bridge at once; more are refused locally.
-    max_calls: Annotated[int, Field(ge=1, le=100_000)] = 10
-    #: Seconds a callee may ring before the call is cancelled.
-    answer_timeout: Annotated[float, Field(gt=0, le=600)] = 60.0
-
-    @field_validator("proxy")
-    @classmethod
-    def _proxy(cls, value: str | None) -> str | None:
-        if value is not None and not _PROXY.match(value.strip()):
-            raise ValueError("must be sip:host[:port][;params] or host[:port]")
-        return None if value is None else value.strip()
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, value: str | None) -> str | None:
-        return None if value is None else _check_host(value)
-
-    @field_validator("from_uri")
-    @classmethod
-    def _from_uri(cls, value: str | None) -> str | None:
-        if value is not None and (
-            not value.lower().startswith(("sip:", "sips:")) or any(c in value for c in '<>"\r\n ')
-        ):
-            raise ValueError("must be a sip: or sips: URI without <>, quotes or spaces")
-        return value
-
-    @model_validator(mode="after")
-    def _one_source_of_truth(self) -> SipBridgeSettings:
-        if self.trunk is not None:
-            doubled = [k for k in ("username", "password", "transport") if getattr(self, k)]
-            if doubled:
-                raise ValueError(
-                    f"{', '.join(doubled)}: set in the trunk {self.trunk!r}, not again here"
-                )
-        elif self.proxy is None:
-            raise ValueError("a sip bridge needs a proxy or a trunk")
-        if self.password is not None and not self.username:
-            raise ValueError("a password needs a username")
-        return self
+_Bridge = TypeVar("_Bridge", "SipBridgeSettings", "WhipBridgeSettings")
 
 
 class Settings(Section):
@@ -583,13 +466,13 @@ class Settings(Section):
     branding: BrandingSettings = BrandingSettings()
     systemd: SystemdSettings = SystemdSettings()
     #: Connectors to other systems for dial-out (docs/sip.md, "Bridges").
-    bridges: list[SipBridgeSettings] = Field(default_factory=list)
+    bridges: list[BridgeEntry] = Field(default_factory=list)
 
     @field_validator("bridges")
     @classmethod
     def _bridges_consistent(
-        cls, value: list[SipBridgeSettings], info: ValidationInfo
-    ) -> list[SipBridgeSettings]:
+        cls, value: list[SipBridgeSettings | WhipBridgeSettings], info: ValidationInfo
+    ) -> list[SipBridgeSettings | WhipBridgeSettings]:
         names = [b.name for b in value]
         doubled = sorted({n for n in names if names.count(n) > 1})
         if doubled:
@@ -597,12 +480,18 @@ class Settings(Section):
         sip = info.data.get("sip")  # validated before bridges; absent when it was invalid
         trunks = {t.name for t in sip.trunks} if isinstance(sip, SipSettings) else None
         for bridge in value:
+            if not isinstance(bridge, SipBridgeSettings):
+                continue
             if trunks is not None and bridge.trunk is not None and bridge.trunk not in trunks:
                 raise ValueError(
                     f"bridge {bridge.name!r} refers to trunk {bridge.trunk!r}, which is not in "
                     f"sip.trunks ({', '.join(sorted(trunks)) or 'none configured'})"
                 )
         return value
+
+    def bridges_of(self, kind: type[_Bridge]) -> list[_Bridge]:
+        """The ``bridges:`` entries of one type (``SipBridgeSettings``, ``WhipBridgeSettings``)."""
+        return [bridge for bridge in self.bridges if isinstance(bridge, kind)]
 
     @model_validator(mode="after")
     def _ports_distinct(self) -> Settings:
@@ -662,10 +551,22 @@ _MESSAGES = {
 }
 
 
+#: The ``type`` values of ``bridges:`` entries (pydantic puts the tag into error paths).
+_BRIDGE_TYPES = ("sip", "whip")
+
+
 def _collect_validation_problems(exc: ValidationError, source: ConfigSource) -> None:
     for error in exc.errors(include_url=False, include_input=False):
         path = tuple(p for p in error["loc"] if isinstance(p, str | int))
-        message = _MESSAGES.get(error["type"], _clean_message(error["msg"]))
+        if len(path) > 2 and path[0] == "bridges" and path[2] in _BRIDGE_TYPES:
+            path = path[:2] + path[3:]  # bridges.0.sip.proxy is bridges.0.proxy in the YAML
+        if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            path = (*path, "type")  # said as for any other key
+            message = _MESSAGES["missing"]
+            if error["type"] == "union_tag_invalid":
+                message = "input should be " + " or ".join(f"'{t}'" for t in _BRIDGE_TYPES)
+        else:
+            message = _MESSAGES.get(error["type"], _clean_message(error["msg"]))
         source.problem(path, message)
 
 

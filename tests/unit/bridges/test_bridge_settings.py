@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.settings import load_settings
+from gateway.settings import SipBridgeSettings, load_settings
 
 TRUNK = """
 sip:
@@ -45,7 +45,7 @@ bridges:
 """,
         environ={"BRIDGE_PW": "s3cret-bridge"},
     )
-    (bridge,) = settings.bridges
+    (bridge,) = settings.bridges_of(SipBridgeSettings)
     assert bridge.password is not None
     assert bridge.password.get_secret_value() == "s3cret-bridge"
     assert "s3cret" not in repr(settings)
@@ -62,7 +62,7 @@ def test_a_bridge_may_refer_to_a_trunk() -> None:
     settings = load_settings(
         TRUNK + "bridges:\n  - {name: b, type: sip, trunk: agency-b}\n", environ={"TRUNK_PW": "x"}
     )
-    assert settings.bridges[0].trunk == "agency-b"
+    assert settings.bridges_of(SipBridgeSettings)[0].trunk == "agency-b"
 
 
 @pytest.mark.parametrize(

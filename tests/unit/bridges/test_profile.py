@@ -8,7 +8,7 @@ from bridges.base import BadTarget
 from bridges.sip.profile import build_profile, rewrite_target
 from gateway.errors import BadRequest
 from gateway.media.capabilities import SrtpPolicy
-from gateway.settings import RewriteRule, Settings, load_settings
+from gateway.settings import RewriteRule, Settings, SipBridgeSettings, load_settings
 
 RULES = (
     RewriteRule(match=r"^0(\d+)$", replace=r"sip:+49\1@proxy"),
@@ -93,7 +93,7 @@ bridges:
 """,
         {"PW": "secret"},
     )
-    profile = build_profile(settings.bridges[0], settings)
+    profile = build_profile(settings.bridges_of(SipBridgeSettings)[0], settings)
     assert profile.proxy_uri == "sip:127.0.0.1:5070"
     assert (profile.transport, profile.domain) == ("udp", "127.0.0.1:5070")
     assert profile.credentials == ("gw", "secret")
@@ -115,7 +115,7 @@ def test_profile_without_telephone_event_when_dtmf_is_not_rfc4733() -> None:
         "bridges:\n  - {name: b, type: sip, proxy: p.example, dtmf: info, srtp: require,"
         " codecs: {audio: [PCMU], video: []}}\n"
     )
-    profile = build_profile(settings.bridges[0], settings)
+    profile = build_profile(settings.bridges_of(SipBridgeSettings)[0], settings)
     assert [c.name for c in profile.audio_codecs] == ["PCMU"]
     assert profile.video_codecs == ()
     assert profile.srtp is SrtpPolicy.REQUIRE
@@ -136,12 +136,12 @@ bridges:
 """,
         {"PW": "pw"},
     )
-    profile = build_profile(settings.bridges[0], settings)
+    profile = build_profile(settings.bridges_of(SipBridgeSettings)[0], settings)
     assert profile.proxy_uri == "sips:reg.agency.example"
     assert profile.transport == "tls" and profile.server_name == "reg.agency.example"
     assert profile.credentials == ("gw", "pw")
     assert profile.from_uri == "sip:gateway-a@agency.example"
-    other = build_profile(settings.bridges[1], settings)
+    other = build_profile(settings.bridges_of(SipBridgeSettings)[1], settings)
     # A proxy of its own; the trunk's transport still applies (the trunk is the source of truth).
     assert other.proxy_uri == "sip:edge.agency.example;transport=tcp"
     assert other.transport == "tls"
@@ -151,6 +151,6 @@ def test_transport_from_the_proxy_uri_without_trunk() -> None:
     settings = _settings(
         "bridges:\n  - {name: b, type: sip, proxy: 'sip:p.example;transport=tcp'}\n"
     )
-    assert build_profile(settings.bridges[0], settings).transport == "tcp"
+    assert build_profile(settings.bridges_of(SipBridgeSettings)[0], settings).transport == "tcp"
     settings = _settings("bridges:\n  - {name: b, type: sip, proxy: p.example, transport: tls}\n")
-    assert build_profile(settings.bridges[0], settings).transport == "tls"
+    assert build_profile(settings.bridges_of(SipBridgeSettings)[0], settings).transport == "tls"
