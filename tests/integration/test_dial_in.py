@@ -95,7 +95,7 @@ class Rig:
 
 
 def _count(outcome: str) -> float:
-    return metrics.DIAL_IN.labels(outcome=outcome)._value.get()
+    return float(metrics.DIAL_IN.labels(outcome=outcome)._value.get())
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ async def test_room_address_waits_is_admitted_and_hanging_up_leaves_the_room(
     assert len(r.links.live) == 0
     assert any(m["type"] == "peer-left" and m["kind"] == "sip" for m in r.inbox)
     wav = await in_thread(lambda: ua.wait_recording(timeout=5))
-    assert abs(dominant_frequency(wav) - 425) < 15, "the waiting tone is not in the recording"  # type: ignore[arg-type]
+    assert abs(dominant_frequency(wav) - 425) < 15, "the waiting tone is not in the recording"
 
 
 async def test_lobby_pin_by_rfc4733_joins_directly_as_configured(
