@@ -413,8 +413,10 @@ class SignalingSession:
         if role_name not in {r.value for r in Role if r is not Role.AGENT} or not uri:
             raise ProtocolError("dial needs a bridge, a uri and a role other than agent")
         dial_id = await dialer.dial(room.appointment_id, bridge, uri, Role(role_name))
+        # The progress frames may have gone out already: this one names the target.
+        state = dialer.state(room.appointment_id, dial_id)["state"]
         self.send({"type": "dial", "id": dial_id, "bridge": bridge, "role": role_name,
-                   "state": "trying", "uri": uri})  # fmt: skip
+                   "state": state, "uri": uri})  # fmt: skip
 
     async def dial_cancel(self, message: Message) -> None:
         """An agent cancels a ringing dial-out or hangs up an answered one."""
@@ -486,5 +488,6 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 def setup(app: web.Application, clock: Clock | None = None, rooms: Rooms | None = None) -> None:
     """Add the socket and the rooms (the node's, shared with SIP and WHIP) to the web app."""
-    app[ROOMS] = rooms or Rooms(clock or SystemClock(), connect_legs)
+    # (not ``rooms or ...``: an empty Rooms is falsy, it has a length)
+    app[ROOMS] = rooms if rooms is not None else Rooms(clock or SystemClock(), connect_legs)
     app.add_routes(routes)

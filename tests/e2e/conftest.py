@@ -31,6 +31,7 @@ CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
     "--allow-loopback-in-peer-connection",
+    "--autoplay-policy=no-user-gesture-required",  # WebAudio analysers in the tests
     # getDisplayMedia without a picker: the fake devices give a 1280x720 screen.
     "--auto-select-desktop-capture-source=gatewayd",
 ]

@@ -3,6 +3,7 @@ import { announce, t } from './common.js';
 import { Signaling, agentHello } from './signaling.js';
 import { Call } from './call.js';
 import { CallUi } from './callui.js';
+import { DialOut } from './dialout.js';
 
 const root = document.getElementById('agent-call');
 const state = document.getElementById('connection-state');
@@ -11,6 +12,7 @@ const empty = document.getElementById('lobby-empty');
 const signaling = new Signaling(agentHello(root.dataset.appointment, root.dataset.csrf));
 let call = null;
 let ui = null;
+new DialOut(document.getElementById('dial-out'), signaling); // eslint-disable-line no-new
 
 function describe(status) {
   if (!status) return t('status_unknown');
@@ -31,12 +33,14 @@ function renderLobby(participants) {
   empty.hidden = participants.length > 0;
   participants.forEach((participant, index) => {
     const item = document.createElement('li');
-    const name = t('lobby_entry', { n: index + 1 });
+    const kind = participant.kind || 'browser';
+    const name = kind === 'browser' ? t('lobby_entry', { n: index + 1 })
+      : t('lobby_entry_kind', { n: index + 1, kind: t(`kind_${kind}`), role: t(`role_${participant.role}`) });
     const title = document.createElement('p');
     title.className = 'who';
     title.textContent = name;
     const since = document.createElement('p');
-    const moment = new Date(participant.since);
+    const moment = new Date(Date.now() - (participant.waiting_s || 0) * 1000);
     since.textContent = t('lobby_since', { time: Number.isNaN(moment.getTime()) ? '' :
       moment.toLocaleTimeString(document.documentElement.lang, { hour: '2-digit', minute: '2-digit' }) });
     const status = document.createElement('p');

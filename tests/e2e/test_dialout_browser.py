@@ -1,0 +1,142 @@
+"""The gateway role in a real Chromium: the agent dials a SIP phone into the appointment.
+
+Kamailio (digest auth) with baresip registered behind it (PCMU only, a
+600 Hz tone); the daemon has a bridge to that proxy. The agent adds the
+phone from the console: the progress shows live, the phone answers, and
+the router transcodes the browser's Opus to the phone's PCMU and back: the
+agent's page finds the phone's 600 Hz with a WebAudio analyser and the
+phone's recording holds the browser's sound. The agent hangs the phone up
+from the console; the appointment goes on.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, expect
+
+from tests.e2e.conftest import DemoDaemon, metric
+from tests.support.baresip import Baresip, dominant_frequency
+from tests.support.daemon import start_daemon
+from tests.support.kamailio import KamailioServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+USERS = {"gw": "gw-secret", "bob": "bob-secret"}
+PHONE_TONE = 600
+
+#: The loudest frequency (Hz) of #remote-video's sound over one second, by WebAudio.
+REMOTE_TONE = """
+async () => {
+  const video = document.getElementById('remote-video');
+  if (!(video.srcObject instanceof MediaStream)) return { hz: 0, db: -200 };
+  const context = new AudioContext();
+  await context.resume();
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 8192;
+  context.createMediaStreamSource(video.srcObject).connect(analyser);
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const bins = new Float32Array(analyser.frequencyBinCount);
+  analyser.getFloatFrequencyData(bins);
+  let best = 0;
+  for (let i = 1; i < bins.length; i += 1) if (bins[i] > bins[best]) best = i;
+  await context.close();
+  return { hz: best * context.sampleRate / analyser.fftSize, db: bins[best] };
+}
+"""
+
+
+@dataclass
+class Phones:
+    proxy: KamailioServer
+    bob: Baresip
+
+
+@pytest.fixture(scope="module")
+def phones() -> Iterator[Phones]:
+    proxy = KamailioServer(USERS).start()
+    bob = Baresip(
+        "bob", registrar=proxy.address, password=USERS["bob"], codecs=("PCMU",), tone_hz=PHONE_TONE
+    ).start()
+    yield Phones(proxy, bob)
+    bob.stop()
+    proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(phones: Phones) -> Iterator[DemoDaemon]:
+    """The daemon in demo mode with one SIP bridge, to the Kamailio above."""
+    bridge = {
+        "name": "desk",
+        "type": "sip",
+        "proxy": phones.proxy.address,
+        "username": "gw",
+        "password": "${env:GW_PW}",
+        "codecs": {"audio": ["PCMU"], "video": []},
+        "answer_timeout": 15,
+    }
+    daemon = start_daemon(
+        {"bridges": [bridge], "media": {"address": "127.0.0.1"}},
+        extra_args=["--demo"],
+        env={"GW_PW": USERS["gw"]},
+    )
+    try:
+        match = re.search(r"user: demo\s+password: (\S+)", daemon.logs())
+        assert match, daemon.logs()
+        yield DemoDaemon(daemon, match.group(1))
+    finally:
+        daemon.stop()
+
+
+def test_the_agent_dials_a_phone_in_and_they_hear_each_other(
+    browser: Browser, demo: DemoDaemon, phones: Phones
+) -> None:
+    context = browser.new_context(locale="en-GB")
+    agent = context.new_page()
+    agent.goto(f"{demo.base}/agent/login?lang=en")
+    agent.get_by_label("User name").fill("demo")
+    agent.get_by_label("Password").fill(demo.password)
+    agent.get_by_role("button", name="Sign in").click()
+    agent.get_by_role("button", name="Create appointment").click()
+    agent.get_by_role("link", name=re.compile("this appointment's call")).click()
+    panel = agent.locator("#dial-out")
+    expect(panel).to_be_visible(timeout=15000)
+    expect(agent.get_by_label("Connection")).to_have_value("desk")
+    agent.get_by_label("SIP address or phone number").fill("bob")
+    agent.get_by_label("Role").select_option("interpreter")
+    agent.get_by_role("button", name="Call", exact=True).click()
+    entry = agent.locator("#dial-list li").first
+    expect(entry).to_have_attribute("data-state", "answered", timeout=20000)
+    expect(entry).to_contain_text("bob as interpreter: connected")
+
+    heard = {"hz": 0.0, "db": -200.0}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        heard = agent.evaluate(REMOTE_TONE)
+        if abs(heard["hz"] - PHONE_TONE) < 15:
+            break
+        time.sleep(0.2)
+    assert abs(heard["hz"] - PHONE_TONE) < 15, f"the phone's tone not heard: {heard}"
+
+    entry.get_by_role("button", name="Hang up").click()
+    expect(entry).to_have_attribute("data-state", "ended", timeout=10000)
+    phones.bob.wait_event("CALL_CLOSED", timeout=10)
+    wav = phones.bob.wait_recording(timeout=10)
+    assert _rms(wav) > 100, "the phone's recording of the browser is silent"
+    expect(agent.locator("#call-state")).to_have_text(re.compile("Connected"))
+    assert metric(demo, "gatewayd_webrtc_legs_active") == 1  # the agent is still in
+    assert dominant_frequency(wav) > 0
+    context.close()
+
+
+def _rms(wav_path: object) -> float:
+    import wave
+
+    with wave.open(str(wav_path)) as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(data**2))) if data.size else 0.0
