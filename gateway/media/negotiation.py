@@ -84,6 +84,10 @@ class NegotiatedStream:
     reason: str | None = None
     mid: str | None = None
     codecs: tuple[NegotiatedCodec, ...] = ()
+    #: Formats we listed for receiving (in our offer or answer) that ``codecs``
+    #: left out but that are one of its codecs under another number: a peer
+    #: that sends one of them is understood (see ``receivable``).
+    also_received: tuple[NegotiatedCodec, ...] = ()
     telephone_event: NegotiatedCodec | None = None
     auxiliary: tuple[NegotiatedCodec, ...] = ()
     local_port: int = 0
@@ -215,6 +219,7 @@ class _Stream:
             accepted=True,
             mid=self.answered.mid or self.offered.mid,
             codecs=primary,
+            also_received=self.also_received(primary),
             telephone_event=telephone_event,
             auxiliary=tuple(c for c in codecs if c not in primary),
             local_port=self.local.port,
@@ -267,6 +272,34 @@ class _Stream:
                 )
             )
         return codecs
+
+    def also_received(self, primary: tuple[NegotiatedCodec, ...]) -> tuple[NegotiatedCodec, ...]:
+        """Our other listed numbers of an agreed codec, with our fmtp for them.
+
+        RFC 3264 section 6.1 has a peer send only formats of the answer, but
+        some send another number of the same codec that the offer listed:
+        baresip 1.0 answers PT 100 of our four H.264 formats and sends PT 99.
+        We did say we receive 99, so the router takes it (as rtpengine and
+        Pexip do) instead of dropping the stream's media.
+        """
+        taken = {c.payload_type for c in primary}
+        names = {(c.name.lower(), c.clock_rate) for c in primary}
+        also = []
+        for local in self.local.payload_formats:
+            if local.payload_type in taken or local.encoding is None:
+                continue
+            if (local.encoding.lower(), local.clock_rate) not in names:
+                continue
+            also.append(
+                NegotiatedCodec(
+                    payload_type=local.payload_type,
+                    name=local.encoding,
+                    clock_rate=local.clock_rate,
+                    channels=local.channels,
+                    fmtp=local.fmtp,
+                )
+            )
+        return tuple(also)
 
     def srtp(self) -> SrtpKeys | str | None:
         """The SDES keys, None without SDES, or why the stream fails."""

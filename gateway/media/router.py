@@ -150,6 +150,11 @@ def _codec_for(stream: NegotiatedStream, payload_type: int) -> NegotiatedCodec |
     for codec in stream.codecs:
         if codec.payload_type == payload_type:
             return codec
+    # A number of the same codec that we listed but the answer left out
+    # (``NegotiatedStream.also_received``): understood, not dropped.
+    for codec in stream.also_received:
+        if codec.payload_type == payload_type:
+            return codec
     return None
 
 

@@ -127,9 +127,10 @@ class RtpPeer:
     def from_stream(cls, stream: NegotiatedStream) -> RtpPeer:
         """The peer of a negotiated stream."""
         events = [stream.telephone_event] if stream.telephone_event else []
-        codecs = [*stream.codecs, *stream.auxiliary, *events]
+        codecs = [*stream.codecs, *stream.auxiliary, *events, *stream.also_received]
         # Either number may arrive: RFC 3264 wants the offerer's, peers that
-        # renumbered in their answer sometimes send their own.
+        # renumbered in their answer sometimes send their own, and some send
+        # another number of the codec that we listed (``also_received``).
         types = {c.payload_type for c in codecs} | {c.sending_payload_type for c in codecs}
         rtcp = (stream.remote_rtcp_address, stream.remote_rtcp_port, stream.rtcp_mux)
         return cls(stream.remote_address, stream.remote_port, *rtcp, frozenset(types))

@@ -164,11 +164,6 @@ def keyframes_received(stats: RtpStats) -> int:
     return int(found.group(1)) if found else 0
 
 
-def send_payload_type(stats: RtpStats) -> int | None:
-    found = re.search(r"pt_enc=(\d+)", stats.raw)
-    return int(found.group(1)) if found else None
-
-
 def transcoder_of(route: Route) -> VideoTranscoder:
     plans = [p for p in route._plans.values() if hasattr(p, "transcoder")]
     (plan,) = plans
@@ -230,19 +225,10 @@ async def test_vp8_and_h264_are_transcoded_both_ways(
     assert after[1].rx_packets > before[1].rx_packets + 20, after[1].raw
     assert frames_displayed(after[1]) > frames_displayed(before[1]) + 20, after[1].raw
 
-    # Callee -> caller.
+    # Callee -> caller. baresip 1.0.0 answers our H.264 offer (PT 97-100) with
+    # PT 100 but sends PT 99, another number we offered for H.264: taken
+    # (NegotiatedStream.also_received), as rtpengine and Pexip do.
     backward = call.route(call.callee_video)
-    answered = call.callee_video.negotiated
-    assert answered is not None
-    answered_types = {c.payload_type for c in answered.codecs}
-    callee_sends = send_payload_type(after[1])
-    if backward.stats.transcoded_in == 0 and callee_sends not in answered_types:
-        pytest.xfail(
-            f"baresip 1.0.0 (libre) answers our H.264 offer (PT 97-100, two profiles x two "
-            f"packetization modes) with PT {sorted(answered_types)} but sends PT {callee_sends}: "
-            "it takes the first offered format that matches for sending and the last one for "
-            "its answer; RFC 3264 6.1 allows only formats of the answer, so we drop its video"
-        )
     assert backward.mode == "transcode", backward.stats
     transcoder = transcoder_of(backward)
     assert transcoder.frames_decoded > 30, backward.stats

@@ -4,14 +4,17 @@ codecs on the executor with one job per frame, completions in batches."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import threading
 
 import numpy as np
 
-from gateway.media.negotiation import NegotiatedCodec
+from gateway.media.negotiation import NegotiatedCodec, process_answer
 from gateway.media.router import Completions, Route
 from gateway.media.rtp import RtpWriter
+from gateway.media.sdp import SessionDescription
+from gateway.media.sdp_attributes import Direction
 from mediacodecs.executor import MediaExecutor
 from mediacodecs.registry import create_video_encoder
 from mediacodecs.video import video_frame
@@ -110,3 +113,64 @@ async def test_completions_wake_the_loop_once_per_batch() -> None:
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert ran[-1] == 5 and completions.wakeups == 2  # a later put wakes it again
+
+
+_OFFER = """v=0
+o=gw 1 1 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=video 20000 RTP/AVP 97 98 99 100
+a=rtpmap:97 H264/90000
+a=fmtp:97 packetization-mode=1;profile-level-id=42e01f
+a=rtpmap:98 H264/90000
+a=fmtp:98 packetization-mode=0;profile-level-id=42e01f
+a=rtpmap:99 H264/90000
+a=fmtp:99 packetization-mode=1;profile-level-id=42001f
+a=rtpmap:100 H264/90000
+a=fmtp:100 packetization-mode=0;profile-level-id=42001f
+"""
+_ANSWER = """v=0
+o=baresip 2 2 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=video 30000 RTP/AVP 100
+a=rtpmap:100 H264/90000
+a=fmtp:100 packetization-mode=0;profile-level-id=42001f
+"""
+
+
+def test_the_other_numbers_we_offered_for_an_agreed_codec_are_kept() -> None:
+    (video,) = process_answer(SessionDescription.parse(_OFFER), SessionDescription.parse(_ANSWER))
+    assert [c.payload_type for c in video.codecs] == [100]
+    assert [(c.payload_type, c.fmtp) for c in video.also_received] == [
+        (97, "packetization-mode=1;profile-level-id=42e01f"),
+        (98, "packetization-mode=0;profile-level-id=42e01f"),
+        (99, "packetization-mode=1;profile-level-id=42001f"),
+    ]
+
+
+async def test_a_peer_sending_another_offered_number_is_transcoded_not_dropped(
+    executor: MediaExecutor,
+) -> None:
+    # As baresip does: answers PT 100 (H.264 mode 0) and sends PT 99 (mode 1).
+    (video,) = process_answer(SessionDescription.parse(_OFFER), SessionDescription.parse(_ANSWER))
+    source = FakePort("video", dataclasses.replace(video, direction=Direction.SENDRECV))
+    sink = FakePort("video", stream(VP8, kind="video"))
+    route = Route(source, sink, executor)
+    encoder = create_video_encoder(H264, width=320, height=240)
+    writer = RtpWriter(99, 0xBA5E)
+    loop = asyncio.get_running_loop()
+    for index in range(4):
+        frame = encoder.encode(
+            video_frame(np.full((240, 320, 3), 40 * index, np.uint8), index * 6000)
+        )
+        for part, payload in enumerate(frame):
+            packet = writer.packet(payload.data, index * 6000, marker=part == len(frame) - 1)
+            route.feed(bytes(packet), loop.time())
+        await asyncio.sleep(1 / 15)
+    await wait_for(lambda: route.stats.transcoded_out > 0)
+    assert route.mode == "transcode" and route.stats.dropped == 0
+    assert set(sink.payload_types()) == {96}
+    route.close()
