@@ -11,7 +11,7 @@ import threading
 import numpy as np
 
 from gateway.media.negotiation import NegotiatedCodec, process_answer
-from gateway.media.router import Completions, Route
+from gateway.media.router import PLAYOUT_GRID, Completions, Route
 from gateway.media.rtp import RtpWriter
 from gateway.media.sdp import SessionDescription
 from gateway.media.sdp_attributes import Direction
@@ -174,3 +174,17 @@ async def test_a_peer_sending_another_offered_number_is_transcoded_not_dropped(
     assert route.mode == "transcode" and route.stats.dropped == 0
     assert set(sink.payload_types()) == {96}
     route.close()
+
+
+async def test_playout_timers_of_all_streams_land_on_one_grid(executor: MediaExecutor) -> None:
+    loop = asyncio.get_running_loop()
+    routes = []
+    for offset in (0.0013, 0.0071):  # two calls whose packets arrive out of phase
+        route = Route(FakePort("audio", stream(PCMU)), FakePort("audio", stream(OPUS)), executor)
+        route.feed(packets(0, pcmu_tone(1))[0], loop.time() + offset)
+        routes.append(route)
+    whens = [plan.timer.when() for r in routes for plan in r._plans.values()]  # type: ignore[union-attr]
+    assert len(whens) == 2
+    assert all(abs(when / PLAYOUT_GRID - round(when / PLAYOUT_GRID)) < 1e-6 for when in whens)
+    for route in routes:
+        route.close()
