@@ -11,6 +11,7 @@ from aiohttp import web
 
 from bridges.dialout import RoomDialer
 from bridges.service import BridgeService
+from bridges.sip.dialin import add_dial_in
 from bridges.sip.echo import EchoService
 from bridges.sip.endpoint import SipEndpoint
 from bridges.sip.trunks import TrunkManager, TrunkService
@@ -24,7 +25,7 @@ from gateway.rooms.directory import Lookup, RoomDirectory
 from gateway.rooms.room import Rooms
 from gateway.store.appointments import Appointment, LinkExpired
 from gateway.store.service import StoreService
-from gateway.web import api, pages, participants, signaling
+from gateway.web import api, pages, participants, signaling, whip
 from gateway.web.keys import DIALER, DIRECTORY, STORE
 from gateway.webrtc.links import MediaLinker
 
@@ -50,6 +51,7 @@ def add_services(gateway: Gateway, *, demo: bool = False) -> SipEndpoint:
         app.add_routes(participants.routes)
         pages.setup(app)
         signaling.setup(app, rooms=rooms)
+        whip.setup(app, directory)
 
     gateway.web_setup.append(web_setup)
     if demo:
@@ -80,6 +82,7 @@ def add_services(gateway: Gateway, *, demo: bool = False) -> SipEndpoint:
     bridges = BridgeService(endpoint, allocator)
     gateway.services.append(bridges)
     dialer = RoomDialer(lambda: bridges.registry, directory)
+    add_dial_in(gateway, endpoint, allocator, directory)
     return endpoint
 
 

@@ -3,7 +3,9 @@ import { announce, t } from './common.js';
 import { Signaling, agentHello } from './signaling.js';
 import { Call } from './call.js';
 import { CallUi } from './callui.js';
-import { DialOut } from './dialout.js';
+import { DialOut, roleName } from './dialout.js';
+
+const KINDS = { sip: 'kind_sip', whip: 'kind_whip', whep: 'kind_whep' };
 
 const root = document.getElementById('agent-call');
 const state = document.getElementById('connection-state');
@@ -35,7 +37,7 @@ function renderLobby(participants) {
     const item = document.createElement('li');
     const kind = participant.kind || 'browser';
     const name = kind === 'browser' ? t('lobby_entry', { n: index + 1 })
-      : t('lobby_entry_kind', { n: index + 1, kind: t(`kind_${kind}`), role: t(`role_${participant.role}`) });
+      : t('lobby_entry_kind', { n: index + 1, kind: KINDS[kind] ? t(KINDS[kind]) : kind, role: roleName(participant.role) });
     const title = document.createElement('p');
     title.className = 'who';
     title.textContent = name;

@@ -5,6 +5,16 @@
 import { announce, t } from './common.js';
 
 const FINAL = new Set(['busy', 'no_answer', 'cancelled', 'failed', 'ended']);
+const STATES = { trying: 'dial_state_trying', ringing: 'dial_state_ringing',
+  answered: 'dial_state_answered', busy: 'dial_state_busy', no_answer: 'dial_state_no_answer',
+  cancelled: 'dial_state_cancelled', failed: 'dial_state_failed', ended: 'dial_state_ended' };
+export const ROLES = { citizen: 'role_citizen', interpreter: 'role_interpreter',
+  guardian: 'role_guardian', counsel: 'role_counsel', guest: 'role_guest' };
+
+/** The translated name of a role (the role itself when unknown). */
+export function roleName(role) {
+  return ROLES[role] ? t(ROLES[role]) : String(role);
+}
 
 export class DialOut {
   constructor(root, signaling) {
@@ -30,7 +40,7 @@ export class DialOut {
     bridge.replaceChildren(...bridges.map((name) => new Option(name, name)));
     const role = this.el('dial-role');
     role.replaceChildren(...roles.filter((r) => r !== 'citizen')
-      .map((r) => new Option(t(`role_${r}`), r, r === 'guest', r === 'guest')));
+      .map((r) => new Option(roleName(r), r, r === 'guest', r === 'guest')));
   }
 
   update(frame) {
@@ -47,9 +57,9 @@ export class DialOut {
       this.entries.set(frame.id, entry);
     }
     if (frame.uri) entry.target = frame.uri;
-    const state = t(`dial_state_${frame.state}`, { status: frame.status ?? '' });
+    const state = STATES[frame.state] ? t(STATES[frame.state], { status: frame.status ?? '' }) : frame.state;
     entry.item.dataset.state = frame.state;
-    entry.text.textContent = t('dial_entry', { target: entry.target, role: t(`role_${entry.role}`), state });
+    entry.text.textContent = t('dial_entry', { target: entry.target, role: roleName(entry.role), state });
     entry.button.textContent = frame.state === 'answered' ? t('dial_hangup') : t('dial_cancel');
     entry.button.hidden = FINAL.has(frame.state);
     announce(entry.text.textContent);
