@@ -426,24 +426,20 @@ def run_point(
             raise RuntimeError("unexpected message from the gateway child")
         rss_idle = rss_bytes(child.pid)
         ports: list[tuple[int, int]] = _read_child(conn, 60)
-        step_a = _ts_step(media.codec_a, media.interval)
-        step_b = _ts_step(media.codec_b, media.interval)
-        for index, (port_a, port_b) in enumerate(ports):
-            a = _leg(
-                port_a,
-                ssrc=0x10000 + 2 * index,
-                codec=media.codec_a,
-                ticks=media.ticks_a,
-                ts_step=step_a,
-                direction="ab",
-            )
-            b = _leg(
-                port_b,
-                ssrc=0x10001 + 2 * index,
-                codec=media.codec_b,
-                ticks=media.ticks_b,
-                ts_step=step_b,
-                direction="ba",
+        sides = ((media.codec_a, media.ticks_a, "ab"), (media.codec_b, media.ticks_b, "ba"))
+        for index, call_ports in enumerate(ports):
+            a, b = (
+                _leg(
+                    port,
+                    ssrc=0x10000 + 2 * index + side,
+                    codec=codec,
+                    ticks=ticks,
+                    ts_step=_ts_step(codec, media.interval),
+                    direction=direction,
+                )
+                for side, (port, (codec, ticks, direction)) in enumerate(
+                    zip(call_ports, sides, strict=True)
+                )
             )
             a.peer, b.peer = b, a  # A hears what B sent, through the gateway
             if media.kind == "audio":  # start somewhere else in the recording, as calls do

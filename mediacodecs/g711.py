@@ -160,8 +160,11 @@ class G711Encoder:
 
     def encode_pcm(self, pcm: Pcm) -> list[RtpPayload]:
         """8 kHz mono samples to payloads by table lookup; one per 20 ms."""
+        return self._look_up(self._framer.push_pcm(pcm))
+
+    def _look_up(self, blocks: list[Pcm]) -> list[RtpPayload]:
         out = []
-        for block in self._framer.push_pcm(pcm):
+        for block in blocks:
             out.append(RtpPayload(self._table[block.view(np.uint16)].tobytes(), self._timestamp))
             self._timestamp += block.size
         return out
@@ -208,35 +211,12 @@ class G711Decoder(SilenceConcealingDecoder):
         return silence(self._last_samples, 1)
 
 
-class NumpyG711Encoder:
-    """G711Encoder by table lookup: the peer ``bench media_codecs`` measures."""
-
-    kind: MediaKind = "audio"
-
-    def __init__(self, law: G711Law, samples_per_frame: int = SAMPLES_PER_FRAME) -> None:
-        self.law: G711Law = law
-        self._table = _ENCODE[law]
-        self._framer = PcmFramer(RATE, 1, samples_per_frame)
-        self._timestamp = 0
-
-    @property
-    def bitrate(self) -> int:
-        """Always 64 kbit/s."""
-        return BITRATE
+class NumpyG711Encoder(G711Encoder):
+    """G711Encoder with frames by table lookup too: the peer ``bench media_codecs`` measures."""
 
     def encode(self, frame: AudioFrame) -> list[RtpPayload]:
         """Encode; one payload per complete 20 ms."""
-        out = []
-        for block in self._framer.push(frame):
-            out.append(RtpPayload(self._table[block.view(np.uint16)].tobytes(), self._timestamp))
-            self._timestamp += block.size
-        return out
-
-    def set_bitrate(self, bps: int) -> None:
-        """G.711 has one rate."""
-
-    def request_keyframe(self) -> None:
-        """Audio has no keyframes."""
+        return self._look_up(self._framer.push(frame))
 
 
 class NumpyG711Decoder:

@@ -28,7 +28,6 @@ import ctypes
 import ctypes.util
 import functools
 import weakref
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -277,7 +276,6 @@ class OpusDecoder:
         weakref.finalize(self, lib.opus_decoder_destroy, handle)
         self.channels = channels
         self.sample_rate = sample_rate
-        self._scale = Fraction(sample_rate, RTP_CLOCK)
         max_samples = MAX_FRAME_SAMPLES * sample_rate // RTP_CLOCK
         self._pcm = np.empty(max_samples * channels, dtype=np.int16)
         self._capacity = max_samples
@@ -313,7 +311,7 @@ class OpusDecoder:
     def _decode(self, payload: RtpPayload) -> tuple[int, int | None]:
         if not payload.data:
             return self._conceal()  # libopus reads a zero-length packet as a lost one
-        pts = int(payload.timestamp * self._scale)
+        pts = payload.timestamp * self.sample_rate // RTP_CLOCK  # ints: a Fraction costs ~2 µs
         samples = self._run(payload.data, self._capacity, fec=False)
         if samples < 0:
             self.decode_errors += 1
