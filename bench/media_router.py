@@ -898,7 +898,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--transcode-calls", type=int, default=25)
     parser.add_argument("--passthrough-calls", type=int, default=50)
     parser.add_argument("--video-calls", type=int, default=2)
-    parser.add_argument("--ramp-transcode", default="30,40,50,60,70")
+    parser.add_argument("--ramp-transcode", default="30,40,50,60,70,85,100")
     parser.add_argument("--ramp-passthrough", default="100,150,200,250,300")
     parser.add_argument("--ramp-video", default="4,6,8,10")
     parser.add_argument("--opus-complexity", type=int, help="the router's (default: the codec's)")
