@@ -40,7 +40,7 @@ def add_services(gateway: Gateway, *, demo: bool = False) -> SipEndpoint:
     gateway.services.append(store)
     linker = MediaLinker(None)
     gateway.services.append(MediaService(linker))
-    rooms = Rooms(SystemClock(), linker)
+    rooms = Rooms(SystemClock(), linker, linker.group)
     directory = RoomDirectory(rooms, _open_appointment(store))
 
     def web_setup(app: web.Application) -> None:

@@ -498,6 +498,15 @@ class Router:
         stream.on_rtp = on_rtp
         stream.on_keyframe_request = on_keyframe_request
 
+    def unlink(self, route: Route) -> None:
+        """End one route; the streams stay attached for their other routes (idempotent)."""
+        route.close()
+        for table in (self._out, self._in):
+            for stream in (route.source, route.sink):
+                routes = table.get(stream)  # type: ignore[call-overload]
+                if routes is not None and route in routes:
+                    routes.remove(route)
+
     def remove(self, stream: RoutedStream) -> None:
         """Take ``stream`` out: every route from or to it ends."""
         self._taps.pop(stream, None)

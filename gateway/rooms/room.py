@@ -70,6 +70,8 @@ class Leg(Protocol):
 
 #: Connects two admitted participants' legs; returns a function that undoes it.
 Connect = Callable[[Leg, Leg], Callable[[], None]]
+#: Connects three or more legs at once (a mix); returns a function that undoes it.
+Group = Callable[[list[Leg]], Callable[[], None]]
 
 
 @dataclass(eq=False)
@@ -94,13 +96,22 @@ def _now_iso(clock: Clock) -> str:
 class Room:
     """One appointment's participants."""
 
-    def __init__(self, appointment_id: str, clock: Clock, connect: Connect | None = None) -> None:
+    def __init__(
+        self,
+        appointment_id: str,
+        clock: Clock,
+        connect: Connect | None = None,
+        group: Group | None = None,
+    ) -> None:
         self.appointment_id = appointment_id
         self.clock = clock
         self.connect = connect
         self.participants: dict[str, Participant] = {}
         self.ended = False
+        self.group = group
         self._links: dict[frozenset[str], Callable[[], None]] = {}
+        self._grouped: tuple[tuple[str, int], ...] = ()
+        self._ungroup: Callable[[], None] | None = None
         self._had_call = False
 
     # --- joining and leaving -----------------------------------------------------------
@@ -152,6 +163,7 @@ class Room:
         participant.presence = Presence.GONE
         self.participants.pop(participant.id, None)
         self._unlink(participant)
+        self._link_all()  # the others: a group of two becomes a direct link again
         if was_in:
             message = {"type": "peer-left", "participant": participant.id,
                        "role": participant.role.value, "kind": participant.kind}  # fmt: skip
@@ -277,9 +289,20 @@ class Room:
                 agent.send(lobby)
 
     def _link_all(self) -> None:
+        """Two legs: linked directly; three or more: one group (when the room has ``group``)."""
         if self.connect is None:
             return
         ready = [p for p in self._admitted() if p.leg is not None]
+        if self.group is not None and len(ready) >= 3:
+            members = tuple((p.id, id(p.leg)) for p in ready)
+            if members != self._grouped:
+                self._dissolve()
+                for key in list(self._links):
+                    self._links.pop(key)()
+                self._grouped = members
+                self._ungroup = self.group([p.leg for p in ready if p.leg is not None])
+            return
+        self._dissolve()
         for index, a in enumerate(ready):
             for b in ready[index + 1 :]:
                 key = frozenset((a.id, b.id))
@@ -290,21 +313,33 @@ class Room:
     def _unlink(self, participant: Participant) -> None:
         for key in [k for k in self._links if participant.id in k]:
             self._links.pop(key)()
+        if any(member == participant.id for member, _leg in self._grouped):
+            self._dissolve()
+
+    def _dissolve(self) -> None:
+        undo, self._ungroup = self._ungroup, None
+        self._grouped = ()
+        if undo is not None:
+            undo()
 
 
 class Rooms:
     """The rooms of this node, by appointment id."""
 
-    def __init__(self, clock: Clock, connect: Connect | None = None) -> None:
+    def __init__(
+        self, clock: Clock, connect: Connect | None = None, group: Group | None = None
+    ) -> None:
         self.clock = clock
         self.connect = connect
+        self.group = group
         self._rooms: dict[str, Room] = {}
 
     def get(self, appointment_id: str) -> Room:
         """The appointment's room, made on first use."""
         room = self._rooms.get(appointment_id)
         if room is None or (room.ended and not room.participants):
-            room = self._rooms[appointment_id] = Room(appointment_id, self.clock, self.connect)
+            room = Room(appointment_id, self.clock, self.connect, self.group)
+            self._rooms[appointment_id] = room
         return room
 
     def forget_if_empty(self, room: Room) -> None:

@@ -11,6 +11,9 @@
 
 A browser's camera goes to an RTP leg's video; its screen slot does not
 reach SIP legs yet (issue #7 wants it in their main video).
+
+Three legs or more: ``group(legs)`` (``gateway.webrtc.group.GroupMedia``:
+one audio mix, video from the active speaker).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Protocol
 
 from gateway.log import get_logger
 from gateway.media.router import RoutedStream, Router
+from gateway.webrtc.group import GroupMedia, stream_of
 from gateway.webrtc.leg import WebRtcLeg
 from gateway.webrtc.passthrough import Passthrough
 from gateway.webrtc.port import WebRtcPort
@@ -53,7 +57,7 @@ class MediaLinker:
         ports: list[WebRtcPort] = []
         streams: list[RoutedStream] = []
         for kind in KINDS:
-            one, other = _stream(a, kind, ports), _stream(b, kind, ports)
+            one, other = stream_of(a, kind, ports), stream_of(b, kind, ports)
             if one is None or other is None:
                 continue
             router.connect(one, other)
@@ -70,20 +74,12 @@ class MediaLinker:
 
         return undo
 
-
-def _stream(leg: Any, kind: str, ports: list[WebRtcPort]) -> RoutedStream | None:
-    if isinstance(leg, WebRtcLeg):
-        slot = "audio" if kind == "audio" else "video"
-        if slot not in leg.attached():
-            return None
-        port = WebRtcPort(leg, slot)
-        ports.append(port)
-        return port
-    media = getattr(leg, "media", None)
-    if media is None:
-        return None
-    stream: RoutedStream | None = media(kind)
-    return stream
+    def group(self, legs: list[Any]) -> Callable[[], None]:
+        """The room's ``group`` for three legs or more; returns the undo function."""
+        if self.router is None:
+            log.warning("media: no router on this node, legs not linked")
+            return _nothing
+        return GroupMedia(self.router, legs).close
 
 
 def _nothing() -> None:

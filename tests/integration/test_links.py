@@ -19,6 +19,7 @@ from bridges.sip.endpoint import SipEndpoint
 from gateway.media.router import Router
 from gateway.media.rtp_transport import RtpPortAllocator
 from gateway.settings import WebRtcSettings
+from gateway.webrtc.group import GroupMedia
 from gateway.webrtc.leg import WebRtcLeg
 from gateway.webrtc.links import MediaLinker
 from gateway.webrtc.port import WebRtcPort
@@ -83,3 +84,62 @@ async def test_browser_and_sip_phone_hear_each_other_through_the_router(
     assert abs(dominant_frequency(wav) - 440) < 15, "the browser's tone not in baresip's recording"  # type: ignore[arg-type]
     for closable in (leg, peer):
         await closable.close()
+
+
+def _strength(wav: object, frequency: float) -> float:
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(wav)) as w:
+        rate, channels = w.getframerate(), w.getnchannels()
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    samples = data.reshape(-1, channels)[rate // 2 :, 0].astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+    freqs = np.fft.rfftfreq(samples.size, 1 / rate)
+    band = spectrum[(freqs > frequency - 10) & (freqs < frequency + 10)]
+    return float(band.max() / spectrum.max())
+
+
+async def test_three_parties_each_hear_the_other_two_and_see_a_speaker(
+    service: BridgeService,
+    executor: MediaExecutor,
+    kamailio: Callable[..., KamailioServer],
+    baresip: Callable[..., Baresip],
+) -> None:
+    """Two browsers (440 and 700 Hz, with video) and a phone (PCMU, 1 kHz) in one group:
+    mix-minus audio, whatever the codec; each browser sees the other's video."""
+    proxy = kamailio(USERS)
+    bob = baresip("bob", registrar=proxy.address, password=USERS["bob"], codecs=("PCMU",))
+    await service.start(settings_for(bridge_yaml("desk", proxy)))
+    peers = [BrowserPeer(tone_hz=440), BrowserPeer(tone_hz=700)]
+    legs = [WebRtcLeg(WEBRTC), WebRtcLeg(WEBRTC)]
+    for peer, leg in zip(peers, legs, strict=True):
+        await peer_to_answering_leg(peer, leg)
+    await asyncio.wait_for(asyncio.gather(*(leg.connected.wait() for leg in legs)), 15)
+    phone = await service.registry.dial("desk", "ext-bob", "interpreter")
+    assert await phone.wait_answered(timeout=10), phone.history
+
+    group = GroupMedia(Router(executor), [legs[0], legs[1], phone])
+    await wait_for(lambda: all(len(p.heard) > 150 for p in peers), timeout=15)
+    await asyncio.sleep(1.5)
+    a, b = peers
+    assert all(m.sent > 50 for m in group.mixer.members.values()), "every member gets the mix"
+    assert a.strength(700) > 0.2 and a.strength(1000) > 0.2, "A must hear B and the phone"
+    assert a.strength(440) < 0.1, "A must not hear itself"
+    assert b.strength(440) > 0.2 and b.strength(1000) > 0.2, "B must hear A and the phone"
+    assert b.strength(700) < 0.1, "B must not hear itself"
+    frames = [p.video_frames for p in peers]
+    await asyncio.sleep(1.0)
+    assert all(p.video_frames > f + 10 for p, f in zip(peers, frames, strict=True)), frames
+
+    group.close()
+    await phone.hangup("done")
+    await in_thread(lambda: bob.wait_event("CALL_CLOSED", timeout=5))
+    wav = await in_thread(lambda: bob.wait_recording(timeout=5))
+    assert _strength(wav, 440) > 0.2 and _strength(wav, 700) > 0.2, "the phone hears both"
+    assert _strength(wav, 1000) < 0.1, "the phone does not hear itself"
+    for leg in legs:
+        await leg.close()
+    for peer in peers:
+        await peer.close()

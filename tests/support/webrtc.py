@@ -52,20 +52,23 @@ class PatternTrack(VideoStreamTrack):
 
 
 class ToneTrack(AudioStreamTrack):
-    """A 440 Hz tone at about -12 dBFS, 20 ms frames at 48 kHz."""
+    """A tone (440 Hz unless told) at about -12 dBFS, 20 ms frames at 48 kHz."""
 
-    def __init__(self) -> None:
+    def __init__(self, frequency: float = 440.0) -> None:
         super().__init__()
+        self.frequency = frequency
         self._sample = 0
 
     async def recv(self) -> AudioFrame:
         await asyncio.sleep(0)  # keep AudioStreamTrack's pacing below
         silence = await super().recv()
         assert isinstance(silence, AudioFrame)
-        samples = silence.samples
+        # aiortc paces 20 ms frames of 8 kHz silence; ours are 20 ms at 48 kHz (960
+        # samples), or the encoder would get a sixth of real time.
+        samples = 960
         t = (np.arange(samples) + self._sample) / 48000
         self._sample += samples
-        tone = (0.25 * 32767 * np.sin(2 * math.pi * 440 * t)).astype(np.int16)
+        tone = (0.25 * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16)
         frame = AudioFrame.from_ndarray(tone.reshape(1, -1), format="s16", layout="mono")
         frame.pts, frame.sample_rate = silence.pts, 48000
         frame.time_base = fractions.Fraction(1, 48000)
@@ -89,6 +92,7 @@ class BrowserPeer:
         audio: bool = True,
         send: bool = True,
         video_codec: str | None = None,
+        tone_hz: float = 440.0,
     ) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.video_frames = 0
@@ -104,7 +108,7 @@ class BrowserPeer:
         for kind, wanted in (("video", video), ("audio", audio)):
             if not wanted:
                 continue
-            track = (PatternTrack() if kind == "video" else ToneTrack()) if send else None
+            track = (PatternTrack() if kind == "video" else ToneTrack(tone_hz)) if send else None
             transceiver = self.pc.addTransceiver(
                 track or kind, direction="sendrecv" if send else "recvonly"
             )
@@ -150,6 +154,15 @@ class BrowserPeer:
         samples = np.concatenate(self.heard)[-int(seconds * self.heard_rate) :]
         spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
         return float(np.fft.rfftfreq(samples.size, 1 / self.heard_rate)[int(np.argmax(spectrum))])
+
+    def strength(self, frequency: float, seconds: float = 2.0) -> float:
+        """How much of the last ``seconds`` is at ``frequency`` (±10 Hz), relative to the
+        strongest component (1.0: it is the strongest)."""
+        samples = np.concatenate(self.heard)[-int(seconds * self.heard_rate) :]
+        spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+        freqs = np.fft.rfftfreq(samples.size, 1 / self.heard_rate)
+        band = spectrum[(freqs > frequency - 10) & (freqs < frequency + 10)]
+        return float(band.max() / spectrum.max()) if band.size and spectrum.max() > 0 else 0.0
 
     def video_keyframes(self) -> int:
         """VP8 keyframes among the video packets received."""

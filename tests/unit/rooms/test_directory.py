@@ -110,3 +110,33 @@ async def test_unknown_full_and_ended_rooms_are_refused(
     room.ended = True
     with pytest.raises(Forbidden):
         room.join(Role.GUEST, lambda m: None, kind="sip")
+
+
+class Groups:
+    """The room's ``group``: records which sets of legs are grouped now."""
+
+    def __init__(self) -> None:
+        self.live: list[frozenset[int]] = []
+
+    def __call__(self, legs: list[Leg]) -> Callable[[], None]:
+        key = frozenset(id(leg) for leg in legs)
+        self.live.append(key)
+        return lambda: self.live.remove(key)
+
+
+async def test_three_legs_are_one_group_and_two_are_a_pair_again() -> None:
+    links, groups = Links(), Groups()
+    directory = RoomDirectory(Rooms(FakeClock(), links, groups), _lookup)
+    room = directory.rooms.get("a1")
+    agent = room.join(Role.AGENT, lambda m: None)
+    citizen = room.join(Role.CITIZEN, lambda m: None, admitted=True)
+    room.set_leg(agent, FakeLeg())
+    room.set_leg(citizen, FakeLeg())
+    assert len(links.live) == 1 and groups.live == []
+    phone = await directory.join("a1", Role.INTERPRETER, FakeLeg(), kind="sip", admitted=True)
+    assert links.live == set(), "the pair gave way to the group"
+    assert len(groups.live) == 1 and len(groups.live[0]) == 3
+    room.set_leg(citizen, new_leg := FakeLeg())  # an ICE restart: a new leg, a new group
+    assert len(groups.live) == 1 and id(new_leg) in groups.live[0]
+    directory.leave(phone)
+    assert groups.live == [] and len(links.live) == 1

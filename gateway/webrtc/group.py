@@ -1,0 +1,163 @@
+"""Media of a room with three or more legs: one audio mix, video from the active speaker.
+
+Two legs talk directly (``links.MediaLinker``); from the third on, every
+leg's audio goes into one ``AudioMixer`` and each hears the others
+(mix-minus), whatever its codec; each leg's video shows one other
+participant: the active speaker (the loudest in the mix for ``HOLD``
+seconds), or, while nobody speaks, whom it saw before (at first the
+earliest other participant with video, usually the agent). A switch asks
+the new source for a keyframe, so the picture changes within a frame or
+two. Video goes through the router: passed through where the codecs
+match, transcoded where they differ (a VP8 browser to an H.264 room
+system). This is how an MCU such as Pexip serves legacy endpoints; a
+browser grid of every participant would need one receive slot per
+participant and is not built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.log import get_logger
+from gateway.media.mixer import AudioMixer
+from gateway.media.router import Route, RoutedStream, Router
+from gateway.webrtc.leg import WebRtcLeg
+from gateway.webrtc.port import WebRtcPort
+
+log = get_logger(__name__)
+
+#: Seconds between active-speaker checks, and how long a new speaker must lead.
+CHECK_EVERY = 0.25
+HOLD = 1.5
+#: Smoothed RMS (16-bit) above which a member counts as speaking.
+SPEAKING = 300.0
+
+
+def stream_of(leg: Any, kind: str, ports: list[WebRtcPort]) -> RoutedStream | None:
+    """``leg``'s stream of ``kind`` for the router or mixer (a new port for a browser)."""
+    if isinstance(leg, WebRtcLeg):
+        slot = "audio" if kind == "audio" else "video"
+        if slot not in leg.attached():
+            return None
+        port = WebRtcPort(leg, slot)
+        ports.append(port)
+        return port
+    media = getattr(leg, "media", None)
+    stream: RoutedStream | None = media(kind) if media is not None else None
+    return stream
+
+
+class GroupMedia:
+    """The media of ``legs`` (three or more); ``close()`` undoes it all."""
+
+    def __init__(self, router: Router, legs: list[Any]) -> None:
+        self.router = router
+        self.legs = list(legs)
+        self.mixer = AudioMixer(router.executor)
+        self._ports: list[WebRtcPort] = []
+        self._voice: dict[int, RoutedStream] = {}  # id(leg) -> its stream in the mix
+        self._screens: dict[int, RoutedStream] = {}  # id(leg) -> its video as a sink
+        self._routes: dict[int, tuple[Any, Route, RoutedStream]] = {}  # sink leg -> source
+        self.active: Any = None
+        self._candidate: Any = None
+        self._candidate_since = 0.0
+        self.switches = 0
+        for leg in self.legs:
+            voice = stream_of(leg, "audio", self._ports)
+            if voice is not None:
+                self._voice[id(leg)] = voice
+                self.mixer.add(voice)
+            screen = stream_of(leg, "video", self._ports)
+            if screen is not None:
+                self._screens[id(leg)] = screen
+        self._loop = asyncio.get_running_loop()
+        self._choose()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(CHECK_EVERY, self._check)
+
+    # --- active speaker ------------------------------------------------------------------
+    def _speaker(self) -> Any:
+        levels = self.mixer.levels()
+        loudest, level = None, SPEAKING
+        for leg in self.legs:
+            voice = self._voice.get(id(leg))
+            if voice is not None and levels.get(voice, 0.0) > level:
+                loudest, level = leg, levels[voice]
+        return loudest
+
+    def _check(self) -> None:
+        self._timer = self._loop.call_later(CHECK_EVERY, self._check)
+        speaker = self._speaker()
+        now = self._loop.time()
+        if speaker is None or speaker is self.active:
+            self._candidate = None
+            return
+        if speaker is not self._candidate:
+            self._candidate, self._candidate_since = speaker, now
+            return
+        if now - self._candidate_since >= HOLD:
+            self.active = speaker
+            self._candidate = None
+            self._choose()
+
+    # --- video -----------------------------------------------------------------------------
+    def _source_for(self, sink: Any) -> Any:
+        with_video = [leg for leg in self.legs if leg is not sink and id(leg) in self._screens]
+        if not with_video:
+            return None
+        if self.active in with_video:
+            return self.active
+        current = self._routes.get(id(sink))
+        if current is not None and current[0] in with_video:
+            return current[0]
+        return with_video[0]
+
+    def _choose(self) -> None:
+        for sink in self.legs:
+            screen = self._screens.get(id(sink))
+            if screen is None:
+                continue
+            source = self._source_for(sink)
+            current = self._routes.get(id(sink))
+            if current is not None and current[0] is source:
+                continue
+            if current is not None:
+                self._drop(current)
+                del self._routes[id(sink)]
+            if source is None:
+                continue
+            stream = self._video_source(source)
+            if stream is None:
+                continue
+            route = self.router.link(stream, screen)
+            stream.request_keyframe()
+            self._routes[id(sink)] = (source, route, stream)
+            self.switches += 1
+
+    def _video_source(self, leg: Any) -> RoutedStream | None:
+        if isinstance(leg, WebRtcLeg):  # one port per route: it goes with the route
+            return stream_of(leg, "video", self._ports)
+        return self._screens.get(id(leg))  # a SIP stream feeds every route from it
+
+    def _drop(self, current: tuple[Any, Route, RoutedStream]) -> None:
+        _source, route, stream = current
+        self.router.unlink(route)
+        if isinstance(stream, WebRtcPort):
+            self.router.remove(stream)
+            stream.close()
+            self._ports.remove(stream)
+
+    def close(self) -> None:
+        """Stop mixing and switching; release every route and port (idempotent)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.mixer.close()
+        for current in list(self._routes.values()):
+            self._drop(current)
+        self._routes.clear()
+        for stream in self._screens.values():
+            self.router.remove(stream)
+        for port in self._ports:
+            port.close()
+        self._ports.clear()
