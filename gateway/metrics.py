@@ -170,6 +170,12 @@ ICE_FAILURES = Counter(
     "Browser legs whose ICE connectivity failed",
     registry=REGISTRY,
 )
+QUALITY_CHANGES = Counter(
+    "gatewayd_quality_changes_total",
+    "Participants' quality mode changes (down: to data saving, up: back to high)",
+    ["direction"],
+    registry=REGISTRY,
+)
 
 WHIP_SESSIONS_ACTIVE = Gauge(
     "gatewayd_whip_sessions_active",

@@ -35,6 +35,7 @@ from gateway.webrtc.echo import Echo
 from gateway.webrtc.ice import ice_servers
 from gateway.webrtc.leg import LegState, WebRtcLeg
 from gateway.webrtc.passthrough import Passthrough
+from gateway.webrtc.quality import Mode, QualityMonitor
 
 log = get_logger(__name__)
 
@@ -137,6 +138,7 @@ class SignalingSession:
         self.call_id = ""
         self.receive_cap: int | None = None  # bit/s of video this browser is sent at most
         self.test_call: TestCall | None = None
+        self.monitor = QualityMonitor(clock, self._quality_changed)
         self._bucket = _Bucket(clock)
 
     # --- the socket ------------------------------------------------------------------------
@@ -308,8 +310,13 @@ class SignalingSession:
             self.leg.on_candidate = self._local_candidate
             self.leg.on_state.append(self._leg_state)
             self.leg.set_receive_cap(self.receive_cap)
+            self.leg.on_bitrate_estimate(self._estimated)
         answer = await self.leg.accept_offer(sdp)
         self.send({"type": "answer", "sdp": answer})
+
+    def _estimated(self, slot: str, bps: int) -> None:
+        if slot == "video" and self.test_call is None:
+            self.monitor.estimate(bps)
 
     def _leg_state(self, leg: WebRtcLeg, state: LegState) -> None:
         # Media is linked once the transport is up (again, after an ICE restart):
@@ -382,19 +389,27 @@ class SignalingSession:
         self.room.relay(self.participant, {"type": kind, **flags})
 
     async def quality(self, message: Message) -> None:
-        """high / low: the limits this browser should keep to."""
+        """high / low: the user's choice (the data-saving toggle)."""
         mode = message.get("mode")
         if mode not in ("high", "low"):
             raise ProtocolError("mode must be high or low")
+        self.monitor.choose(mode)
+
+    def _quality_changed(self, mode: Mode, reason: str) -> None:
+        """Apply a quality mode, chosen by the user or by the monitor (``reason``)."""
         limits = LIMITS[mode]
         # What this browser sends (it caps itself), and what it is sent (the
         # gateway keeps the other browsers' encoders under the same budget).
-        self.send({"type": "limits", "mode": mode, **limits})
+        self.send({"type": "limits", "mode": mode, "reason": reason, **limits})
         self.receive_cap = limits["max_kbps"] * 1000 if mode == "low" else None
         if self.leg is not None:
             self.leg.set_receive_cap(self.receive_cap)
-        assert self.room is not None and self.participant is not None
-        self.room.relay(self.participant, {"type": "quality", "mode": mode})
+        room, participant = self.room, self.participant
+        if room is not None and participant is not None:
+            room.relay(participant, {"type": "quality", "mode": mode, "reason": reason})
+            # the agents' device status shows it
+            room.device(participant, {**participant.device, "quality": mode})
+        log.info("signaling: quality", call_id=self.call_id, mode=mode, reason=reason)
 
     def _dialer(self) -> tuple[Room, Dialer]:
         room, participant = self.room, self.participant

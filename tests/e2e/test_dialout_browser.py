@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.e2e.conftest import DemoDaemon, metric
+from tests.e2e.conftest import Checked, DemoDaemon, metric
 from tests.support.baresip import Baresip, dominant_frequency
 from tests.support.daemon import start_daemon
 from tests.support.kamailio import KamailioServer
@@ -94,10 +94,11 @@ def demo(phones: Phones) -> Iterator[DemoDaemon]:
 
 
 def test_the_agent_dials_a_phone_in_and_they_hear_each_other(
-    browser: Browser, demo: DemoDaemon, phones: Phones
+    browser: Browser, demo: DemoDaemon, phones: Phones, axe_source: str
 ) -> None:
     context = browser.new_context(locale="en-GB")
-    agent = context.new_page()
+    checked = Checked(context.new_page(), axe_source)
+    agent = checked.page
     agent.goto(f"{demo.base}/agent/login?lang=en")
     agent.get_by_label("User name").fill("demo")
     agent.get_by_label("Password").fill(demo.password)
@@ -113,6 +114,8 @@ def test_the_agent_dials_a_phone_in_and_they_hear_each_other(
     entry = agent.locator("#dial-list li").first
     expect(entry).to_have_attribute("data-state", "answered", timeout=20000)
     expect(entry).to_contain_text("bob as interpreter: connected")
+    expect(agent.locator("#in-call")).to_contain_text("interpreter (Phone or video system)")
+    checked.audit("agent-dial-out-en")
 
     heard = {"hz": 0.0, "db": -200.0}
     deadline = time.monotonic() + 20

@@ -22,6 +22,7 @@ function describe(status) {
     status.camera ? t('status_camera_on') : t('status_camera_off'),
     status.mic ? (status.muted ? t('status_mic_muted') : t('status_mic_on')) : t('status_mic_off'),
   ];
+  if (status.quality === 'low') parts.push(t('status_quality_low'));
   if (status.browser) parts.push(t('status_browser', { browser: status.browser, os: status.os || '' }));
   if (status.network) {
     parts.push(t('status_network', { rtt: status.network.rtt_ms ?? 0,
@@ -92,7 +93,24 @@ signaling.addEventListener('welcome', async (e) => {
   });
   call.start(e.detail.ice_servers || []);
 });
-signaling.addEventListener('lobby', (e) => renderLobby(e.detail.participants || []));
+function renderInCall(participants) {
+  const list = document.getElementById('in-call');
+  list.replaceChildren(...participants.map((participant) => {
+    const item = document.createElement('li');
+    const kind = participant.kind || 'browser';
+    const who = `${roleName(participant.role)} (${t(KINDS[kind] || 'kind_browser')})`;
+    item.className = 'device-status';
+    item.dataset.participant = participant.id;
+    item.textContent = t('in_call_entry', { who,
+      status: kind === 'browser' ? describe(participant.status) : t(KINDS[kind] || 'kind_browser') });
+    return item;
+  }));
+}
+
+signaling.addEventListener('lobby', (e) => {
+  renderLobby(e.detail.participants || []);
+  renderInCall(e.detail.in_call || []);
+});
 signaling.addEventListener('reconnecting', () => { state.textContent = t('reconnecting'); });
 signaling.addEventListener('error', (e) => {
   if (e.detail.code === 'not_found') state.textContent = t('link_not_found');

@@ -1,0 +1,99 @@
+"""Automatic quality for one browser: down when its link is poor, up when it recovers.
+
+Sans-IO, on an injected clock. The input is what the browser says it can
+receive: its bandwidth estimates for our video (RTCP REMB, several a
+second). Below ``DOWN_BPS`` for ``DOWN_AFTER`` seconds the participant goes
+to data-saving ("low": 320x240, 15 fps, <= 200 kbit/s, the same limits as
+the manual toggle). Coming back needs a probe: a receiver's estimate
+cannot rise far above what it is sent (browsers cap it near 1.5 times the
+incoming rate), so once the link has carried the low rate without trouble
+(estimates at least ``STEADY_BPS``) for ``up_wait`` seconds the monitor
+tries "high" again; a probe that falls back soon after doubles the wait
+(15 s up to 2 min), a probe that holds resets it. The gap between the
+thresholds and the waits are the hysteresis: a link at the edge does not
+flap. A user's own choice wins: after a manual "low" the monitor never
+raises quality, after a manual "high" it may lower it again when the link
+is poor (a fair trade for a call that keeps going). Every change is counted
+(``gatewayd_quality_changes_total{direction}``) and reported through
+``on_change(mode, reason)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from gateway import metrics
+from gateway.clock import Clock
+
+Mode = Literal["high", "low"]
+
+DOWN_BPS = 300_000
+DOWN_AFTER = 4.0
+STEADY_BPS = 250_000
+UP_AFTER = 15.0
+MAX_UP_AFTER = 120.0
+PROBE_FAILS_WITHIN = 10.0
+
+
+class QualityMonitor:
+    """Decides a browser's quality mode from its receive estimates."""
+
+    def __init__(self, clock: Clock, on_change: Callable[[Mode, str], None]) -> None:
+        self.clock = clock
+        self.on_change = on_change
+        self.mode: Mode = "high"
+        self.manual: Mode | None = None
+        self.changes = 0
+        self.up_wait = UP_AFTER
+        self._below_since: float | None = None
+        self._steady_since: float | None = None
+        self._raised_at: float | None = None
+
+    def estimate(self, bps: int) -> None:
+        """One bandwidth estimate of the browser (bit/s)."""
+        now = self.clock.monotonic()
+        if self.mode == "high":
+            self._while_high(bps, now)
+        elif self.manual != "low":
+            self._while_low(bps, now)
+
+    def _while_high(self, bps: int, now: float) -> None:
+        if bps >= DOWN_BPS:
+            self._below_since = None
+            if self._raised_at is not None and now - self._raised_at > PROBE_FAILS_WITHIN:
+                self._raised_at, self.up_wait = None, UP_AFTER  # the probe held
+            return
+        if self._below_since is None:
+            self._below_since = now
+        if now - self._below_since < DOWN_AFTER:
+            return
+        probing = self._raised_at is not None
+        self.up_wait = min(MAX_UP_AFTER, self.up_wait * 2) if probing else UP_AFTER
+        self._raised_at = None
+        self._set("low", "auto", "down")
+
+    def _while_low(self, bps: int, now: float) -> None:
+        if bps < STEADY_BPS:
+            self._steady_since = None
+            return
+        if self._steady_since is None:
+            self._steady_since = now
+        if now - self._steady_since >= self.up_wait:
+            self._set("high", "auto", "up")
+            self._raised_at = now
+
+    def choose(self, mode: Mode) -> None:
+        """The user picked ``mode`` (the data-saving toggle)."""
+        self.manual = mode
+        self._raised_at = None
+        self.up_wait = UP_AFTER
+        if mode != self.mode:
+            self._set(mode, "manual", "down" if mode == "low" else "up")
+
+    def _set(self, mode: Mode, reason: str, direction: str) -> None:
+        self.mode = mode
+        self.changes += 1
+        self._below_since = self._steady_since = None
+        metrics.QUALITY_CHANGES.labels(direction=direction).inc()
+        self.on_change(mode, reason)

@@ -1,0 +1,70 @@
+"""Automatic quality on a fake clock: down on a poor link, up by probing, with hysteresis."""
+
+from __future__ import annotations
+
+from gateway import metrics
+from gateway.clock import FakeClock
+from gateway.webrtc.quality import DOWN_AFTER, MAX_UP_AFTER, UP_AFTER, QualityMonitor
+
+
+class Rig:
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.changes: list[tuple[str, str]] = []
+        self.monitor = QualityMonitor(self.clock, lambda m, r: self.changes.append((m, r)))
+
+    def feed(self, bps: int, seconds: float, every: float = 0.5) -> None:
+        """Estimates of ``bps`` every ``every`` seconds for ``seconds``."""
+        for _ in range(round(seconds / every)):
+            self.monitor.estimate(bps)
+            self.clock.advance(every)
+
+
+def _changes(direction: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "gatewayd_quality_changes_total", {"direction": direction}
+    )
+    return value or 0.0
+
+
+def test_a_poor_link_goes_low_only_when_it_stays_poor() -> None:
+    rig = Rig()
+    downs = _changes("down")
+    rig.feed(2_000_000, 10)
+    rig.feed(150_000, DOWN_AFTER - 1)  # a dip shorter than DOWN_AFTER
+    rig.feed(2_000_000, 2)
+    assert rig.changes == []
+    rig.feed(150_000, DOWN_AFTER + 1)
+    assert rig.changes == [("low", "auto")] and rig.monitor.mode == "low"
+    assert _changes("down") == downs + 1
+
+
+def test_recovery_probes_up_and_a_failed_probe_doubles_the_wait() -> None:
+    rig = Rig()
+    rig.feed(150_000, DOWN_AFTER + 1)
+    rig.feed(280_000, UP_AFTER - 2)  # carrying the low rate, not yet long enough
+    assert rig.monitor.mode == "low"
+    rig.feed(280_000, 3)
+    assert rig.changes[-1] == ("high", "auto")
+    rig.feed(150_000, DOWN_AFTER + 1)  # the probe failed at once
+    assert rig.changes[-1] == ("low", "auto") and rig.monitor.up_wait == 2 * UP_AFTER
+    rig.feed(280_000, 2 * UP_AFTER + 1)
+    assert rig.changes[-1] == ("high", "auto")
+    rig.feed(1_500_000, 30)  # this probe holds: the wait is reset
+    assert rig.changes[-1] == ("high", "auto") and rig.monitor.up_wait == UP_AFTER
+    for _ in range(6):  # failing probes again and again: the wait stops at its cap
+        rig.feed(150_000, DOWN_AFTER + 1)
+        rig.feed(280_000, rig.monitor.up_wait + 1)
+    assert rig.monitor.up_wait == MAX_UP_AFTER
+
+
+def test_the_users_choice_wins() -> None:
+    rig = Rig()
+    rig.monitor.choose("low")
+    assert rig.changes == [("low", "manual")]
+    rig.feed(2_000_000, 300)
+    assert rig.monitor.mode == "low", "a manual low is never raised"
+    rig.monitor.choose("high")
+    assert rig.changes[-1] == ("high", "manual")
+    rig.feed(150_000, DOWN_AFTER + 1)
+    assert rig.changes[-1] == ("low", "auto"), "a poor link still lowers a manual high"
