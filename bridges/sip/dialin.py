@@ -58,7 +58,13 @@ from gateway.media.rtp_transport import RtpPortAllocator
 from gateway.rooms.directory import RoomDirectory
 from gateway.rooms.room import Role
 from gateway.settings import Settings
-from gateway.store.appointments import PIN_DIGITS, Appointment, LinkExpired, LinkNotYet
+from gateway.store.appointments import (
+    PIN_DIGITS,
+    Appointment,
+    LinkExpired,
+    LinkNotYet,
+    looks_like_alias,
+)
 from mediacodecs.executor import MediaExecutor
 
 __all__ = ["AppointmentLookup", "DialInService", "add_dial_in"]
@@ -178,6 +184,8 @@ class DialInService:
             self._own_executor = MediaExecutor(1, name="dial-in")
         self._fallback = self.endpoint.on_incoming_call
         self.endpoint.on_incoming_call = self._room_call
+        if self._fallback is None:  # only alias-shaped users can be ours
+            self.endpoint.incoming_filter = looks_like_alias
         self._apply(settings)
 
     async def reload(self, settings: Settings) -> None:
@@ -205,6 +213,7 @@ class DialInService:
             await participant.hangup("node stopping")
         if self.endpoint.on_incoming_call == self._room_call:
             self.endpoint.on_incoming_call = self._fallback
+            self.endpoint.incoming_filter = None
         if self._lobby_user is not None:
             self.endpoint.services.pop(self._lobby_user, None)
             self._lobby_user = None

@@ -78,6 +78,9 @@ class SipEndpoint(UacRole):
         self.services: dict[str, IncomingHandler] = {}
         #: Everything else; None -> 404.
         self.on_incoming_call: IncomingHandler | None = None
+        #: Which users ``on_incoming_call`` may get at all; the others get 404 at once
+        #: (no call object, no handler task: cheap for scanners).
+        self.incoming_filter: Callable[[str | None], bool] | None = None
         self._dialogs: dict[DialogId, SipCall] = {}
         self._pending: dict[ClientTransaction, asyncio.Future[SipResponse | None]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -384,7 +387,8 @@ class SipEndpoint(UacRole):
             return
         user = _request_user(request)
         handler = self.services.get(user) if user is not None else None
-        handler = handler or self.on_incoming_call
+        if handler is None and (self.incoming_filter is None or self.incoming_filter(user)):
+            handler = self.on_incoming_call
         if handler is None:
             self._respond(tx, 404)
             return

@@ -126,6 +126,14 @@ def new_alias() -> str:
     return base64.b32encode(secrets.token_bytes(7)).decode()[:ALIAS_LENGTH].lower()
 
 
+_ALIAS = re.compile(rf"^[a-z2-7]{{{ALIAS_LENGTH}}}$")
+
+
+def looks_like_alias(user: str | None) -> bool:
+    """Whether ``user`` has the shape of a room alias (a cheap check before a lookup)."""
+    return user is not None and _ALIAS.match(user) is not None
+
+
 def new_pin() -> str:
     """A fresh lobby PIN of ``PIN_DIGITS`` digits (leading zeros kept)."""
     return f"{secrets.randbelow(10**PIN_DIGITS):0{PIN_DIGITS}d}"
