@@ -17,6 +17,7 @@ participant and is not built.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from gateway.log import get_logger
@@ -32,6 +33,8 @@ CHECK_EVERY = 0.25
 HOLD = 1.5
 #: Smoothed RMS (16-bit) above which a member counts as speaking.
 SPEAKING = 300.0
+#: Seconds between the keyframes sent unasked to a SIP leg's video.
+KEYFRAME_EVERY = 10.0
 
 
 def stream_of(leg: Any, kind: str, ports: list[WebRtcPort]) -> RoutedStream | None:
@@ -48,6 +51,22 @@ def stream_of(leg: Any, kind: str, ports: list[WebRtcPort]) -> RoutedStream | No
     return stream
 
 
+def periodic_keyframes(route: Route, every: float = KEYFRAME_EVERY) -> Callable[[], None]:
+    """A keyframe on ``route`` every ``every`` seconds, for SIP peers that never ask
+    (a room system that joins late or drops a packet would wait for the next
+    keyframe forever); returns the stop function."""
+    loop = asyncio.get_running_loop()
+    handle: asyncio.TimerHandle | None = None
+
+    def tick() -> None:
+        nonlocal handle
+        route.keyframe_requested()
+        handle = loop.call_later(every, tick)
+
+    handle = loop.call_later(every, tick)
+    return lambda: handle.cancel() if handle is not None else None
+
+
 class GroupMedia:
     """The media of ``legs`` (three or more); ``close()`` undoes it all."""
 
@@ -59,6 +78,7 @@ class GroupMedia:
         self._voice: dict[int, RoutedStream] = {}  # id(leg) -> its stream in the mix
         self._screens: dict[int, RoutedStream] = {}  # id(leg) -> its video as a sink
         self._routes: dict[int, tuple[Any, Route, RoutedStream]] = {}  # sink leg -> source
+        self._tickers: dict[int, Callable[[], None]] = {}  # route -> periodic keyframes
         self.active: Any = None
         self._candidate: Any = None
         self._candidate_since = 0.0
@@ -131,6 +151,8 @@ class GroupMedia:
                 continue
             route = self.router.link(stream, screen)
             stream.request_keyframe()
+            if not isinstance(screen, WebRtcPort):
+                self._tickers[id(route)] = periodic_keyframes(route)
             self._routes[id(sink)] = (source, route, stream)
             self.switches += 1
 
@@ -141,6 +163,9 @@ class GroupMedia:
 
     def _drop(self, current: tuple[Any, Route, RoutedStream]) -> None:
         _source, route, stream = current
+        stop = self._tickers.pop(id(route), None)
+        if stop is not None:
+            stop()
         self.router.unlink(route)
         if isinstance(stream, WebRtcPort):
             self.router.remove(stream)

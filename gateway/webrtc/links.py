@@ -10,7 +10,9 @@
 * two RTP legs: the router between their streams.
 
 A browser's camera goes to an RTP leg's video; its screen slot does not
-reach SIP legs yet (issue #7 wants it in their main video).
+reach SIP legs yet (issue #7 wants it in their main video). A SIP leg's
+video gets a keyframe every ``group.KEYFRAME_EVERY`` seconds unasked: many room
+systems never send PLI/FIR.
 
 Three legs or more: ``group(legs)`` (``gateway.webrtc.group.GroupMedia``:
 one audio mix, video from the active speaker).
@@ -23,7 +25,7 @@ from typing import Any, Protocol
 
 from gateway.log import get_logger
 from gateway.media.router import RoutedStream, Router
-from gateway.webrtc.group import GroupMedia, stream_of
+from gateway.webrtc.group import GroupMedia, periodic_keyframes, stream_of
 from gateway.webrtc.leg import WebRtcLeg
 from gateway.webrtc.passthrough import Passthrough
 from gateway.webrtc.port import WebRtcPort
@@ -56,16 +58,21 @@ class MediaLinker:
         router = self.router
         ports: list[WebRtcPort] = []
         streams: list[RoutedStream] = []
+        tickers: list[Callable[[], None]] = []
         for kind in KINDS:
             one, other = stream_of(a, kind, ports), stream_of(b, kind, ports)
             if one is None or other is None:
                 continue
-            router.connect(one, other)
+            for route in router.connect(one, other):
+                if kind == "video" and not isinstance(route.sink, WebRtcPort):
+                    tickers.append(periodic_keyframes(route))
             streams += [one, other]
         if not streams:
             log.info("media: the two legs share no kind of media")
 
         def undo() -> None:
+            for stop in tickers:
+                stop()
             for stream in streams:
                 router.remove(stream)
             for port in ports:
