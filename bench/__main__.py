@@ -15,6 +15,7 @@ BENCHMARKS = {
     "webrtc_setup": "bench.webrtc_setup",
     "media_router": "bench.media_router",
     "bridge": "bench.bridge",
+    "bridge_media": "bench.bridge_media",
 }
 
 

@@ -18,33 +18,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket
-
 from bench import emit, log
+from bench._browser import Browser
+from bench._load import cpu_seconds, rss_bytes
 
 VIDEO_FPS = 30
 AUDIO_PTIME = 0.02
 SECONDS_OF_MEDIA = 3
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 # --- the gateway (child process) ------------------------------------------------------------
@@ -109,49 +93,6 @@ def _encode_media() -> tuple[list[list[bytes]], list[list[bytes]]]:
     return video, [p for p in audio if p]
 
 
-class Browser:
-    """An aiortc peer that sends pre-encoded media and counts, without decoding, what arrives."""
-
-    def __init__(self) -> None:
-        from aiortc import RTCConfiguration, RTCPeerConnection
-
-        from gateway.webrtc import aiortc_internals as internals
-
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.tracks: dict[str, internals.PassthroughTrack] = {}
-        self.received = {"audio": 0, "video": 0}  # video: frames (marker bits); audio: packets
-        for kind in ("video", "audio"):
-            track = internals.PassthroughTrack(kind, capacity=8)
-            transceiver = self.pc.addTransceiver(track, direction="sendrecv")
-            internals.install_passthrough_sender(transceiver.sender)
-            internals.ReceiverHook(transceiver.receiver, self._counter(kind))
-            self.tracks[kind] = track
-
-    def _counter(self, kind: str) -> Callable[[RtpPacket, RTCRtpCodecParameters], None]:
-        def count(packet: RtpPacket, _codec: RTCRtpCodecParameters) -> None:
-            if kind == "audio" or packet.marker:
-                self.received[kind] += 1
-
-        return count
-
-    async def offer(self) -> str:
-        from gateway.webrtc import aiortc_internals as internals
-
-        internals.pin_host_addresses(self.pc, ["127.0.0.1"])
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        return str(self.pc.localDescription.sdp)
-
-    async def answer(self, offer: str) -> str:
-        from aiortc import RTCSessionDescription
-
-        from gateway.webrtc import aiortc_internals as internals
-
-        await self.pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-        internals.pin_host_addresses(self.pc, ["127.0.0.1"])
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
-        return str(self.pc.localDescription.sdp)
-
-
 async def _feed(browsers: list[Browser], video: list[list[bytes]], audio: list[list[bytes]],
                 stop: asyncio.Event) -> None:  # fmt: skip
     """Push every browser's next frames at real-time pace (one timer for all)."""
@@ -187,7 +128,7 @@ async def _run(calls: int, warmup: float, window: float) -> dict[str, float]:
     assert proc.pid is not None
     pid = proc.pid
     await asyncio.sleep(1.0)
-    rss_before = _rss_bytes(pid)
+    rss_before = rss_bytes(pid)
     browsers_a = [Browser() for _ in range(calls)]
     browsers_b = [Browser() for _ in range(calls)]
     loop = asyncio.get_running_loop()
@@ -204,12 +145,12 @@ async def _run(calls: int, warmup: float, window: float) -> dict[str, float]:
     await asyncio.sleep(warmup)
     for browser in browsers:
         browser.received = {"audio": 0, "video": 0}
-    cpu_start, own_start, wall_start = _cpu_seconds(pid), time.process_time(), time.monotonic()
+    cpu_start, own_start, wall_start = cpu_seconds(pid), time.process_time(), time.monotonic()
     await asyncio.sleep(window)
     elapsed = time.monotonic() - wall_start
-    cpu = 100 * (_cpu_seconds(pid) - cpu_start) / elapsed
+    cpu = 100 * (cpu_seconds(pid) - cpu_start) / elapsed
     peers_cpu = 100 * (time.process_time() - own_start) / elapsed
-    rss_after = _rss_bytes(pid)
+    rss_after = rss_bytes(pid)
     fps = [b.received["video"] / elapsed for b in browsers]
     aps = [b.received["audio"] / elapsed for b in browsers]
     stop.set()
