@@ -116,7 +116,12 @@ class PcmFramer:
     def push_pcm(self, pcm: Pcm) -> list[Pcm]:
         """Feed interleaved samples at ``rate`` x ``channels``; return the blocks completed."""
         block = self._block
-        if not self._pending_len and pcm.size == block:
+        if (
+            not self._pending_len
+            and pcm.size == block
+            and pcm.dtype == np.int16
+            and pcm.flags.c_contiguous  # encoders hand its address to C
+        ):
             return [pcm]  # the steady state of a same-rate leg: no copy at all
         total = self._pending_len + pcm.size
         if total > self._buffer.size:

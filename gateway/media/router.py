@@ -292,7 +292,7 @@ class Route:
             if transcoder.inline_safe:
                 try:
                     payloads = transcoder.process_frame(item.payloads, item.timestamp)
-                except (GatewayError, ValueError, OSError) as exc:
+                except Exception as exc:  # whatever a codec raises, the playout timer goes on
                     self._failed(plan, exc)
                     continue
                 self._send(plan, payloads)

@@ -7,14 +7,17 @@ import asyncio
 import dataclasses
 import functools
 import threading
+from collections.abc import Sequence
 
 import numpy as np
+import pytest
 
 from gateway.media.negotiation import NegotiatedCodec, process_answer
 from gateway.media.router import PLAYOUT_GRID, Completions, Route
 from gateway.media.rtp import RtpWriter
 from gateway.media.sdp import SessionDescription
 from gateway.media.sdp_attributes import Direction
+from mediacodecs.base import RtpPayload
 from mediacodecs.executor import MediaExecutor
 from mediacodecs.registry import create_video_encoder
 from mediacodecs.video import video_frame
@@ -188,3 +191,31 @@ async def test_playout_timers_of_all_streams_land_on_one_grid(executor: MediaExe
     assert all(abs(when / PLAYOUT_GRID - round(when / PLAYOUT_GRID)) < 1e-6 for when in whens)
     for route in routes:
         route.close()
+
+
+async def test_an_inline_codec_failure_costs_one_frame_not_the_stream(
+    executor: MediaExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route = Route(FakePort("audio", stream(PCMU)), FakePort("audio", stream(OPUS)), executor)
+    loop = asyncio.get_running_loop()
+    sent = packets(0, pcmu_tone(10))
+    route.feed(sent[0], loop.time())
+    (plan,) = route._plans.values()
+    transcoder = plan.transcoder  # type: ignore[union-attr]
+    real = transcoder.process_frame
+    calls = 0
+
+    def broken_once(payloads: Sequence[bytes], timestamp: int) -> list[RtpPayload]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise IndexError("a codec bug")
+        return real(payloads, timestamp)
+
+    monkeypatch.setattr(transcoder, "process_frame", broken_once)
+    for packet in sent[1:]:
+        await asyncio.sleep(0.02)
+        route.feed(packet, loop.time())
+    await wait_for(lambda: route.stats.transcoded_out >= 8)
+    assert plan.errors == 1  # type: ignore[union-attr]
+    route.close()
