@@ -24,7 +24,7 @@ from gateway.log import get_logger
 from gateway.media.mixer import AudioMixer
 from gateway.media.router import Route, RoutedStream, Router
 from gateway.webrtc.leg import WebRtcLeg
-from gateway.webrtc.port import WebRtcPort
+from gateway.webrtc.port import ScreenOrCamera, WebRtcPort
 
 log = get_logger(__name__)
 
@@ -43,7 +43,8 @@ def stream_of(leg: Any, kind: str, ports: list[WebRtcPort]) -> RoutedStream | No
         slot = "audio" if kind == "audio" else "video"
         if slot not in leg.attached():
             return None
-        port = WebRtcPort(leg, slot)
+        # video to a router: the browser's screen while it shares, else its camera
+        port = WebRtcPort(leg, slot) if kind == "audio" else ScreenOrCamera(leg)
         ports.append(port)
         return port
     media = getattr(leg, "media", None)
@@ -97,6 +98,9 @@ class GroupMedia:
 
     # --- active speaker ------------------------------------------------------------------
     def _speaker(self) -> Any:
+        for leg in self.legs:  # a shared screen is what everybody wants to see
+            if isinstance(leg, WebRtcLeg) and leg.sharing():
+                return leg
         levels = self.mixer.levels()
         loudest, level = None, SPEAKING
         for leg in self.legs:
@@ -111,6 +115,10 @@ class GroupMedia:
         now = self._loop.time()
         if speaker is None or speaker is self.active:
             self._candidate = None
+            return
+        if isinstance(speaker, WebRtcLeg) and speaker.sharing():
+            self.active, self._candidate = speaker, None
+            self._choose()
             return
         if speaker is not self._candidate:
             self._candidate, self._candidate_since = speaker, now

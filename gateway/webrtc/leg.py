@@ -60,6 +60,8 @@ log = get_logger(__name__)
 #: The media slots of a browser leg, in m-line order, and each one's media kind.
 SLOTS = ("audio", "video", "screen")
 SLOT_KIND = {"audio": "audio", "video": "video", "screen": "video"}
+#: Seconds without screen video after which a browser counts as not sharing.
+SCREEN_GONE_AFTER = 1.0
 
 
 class LegState(enum.Enum):
@@ -150,6 +152,7 @@ class WebRtcLeg:
         self.clock = clock or SystemClock()
         self.slots = slots
         self.receive_cap: int | None = None
+        self.screen_at = float("-inf")  # when the browser last sent screen video
         self.state = LegState.NEW
         self.on_candidate: CandidateCallback | None = None
         self.on_state: list[Callable[[WebRtcLeg, LegState], None]] = []
@@ -327,6 +330,10 @@ class WebRtcLeg:
         """The slots the negotiation gave an m-line (in slot order)."""
         return [s for s in self.slots if s in self._transceivers]
 
+    def sharing(self) -> bool:
+        """Whether the browser is sharing its screen now (screen video in the last second)."""
+        return self.clock.monotonic() - self.screen_at < SCREEN_GONE_AFTER
+
     def subscribe(self, slot: str, callback: PayloadCallback) -> Callable[[], None]:
         """Get every payload the browser sends in ``slot``; returns the unsubscribe function."""
         subscribers = self._subscribers[slot]
@@ -436,6 +443,8 @@ class WebRtcLeg:
         )
 
     def _deliver(self, slot: str, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None:
+        if slot == "screen":
+            self.screen_at = self.clock.monotonic()
         subscribers = self._subscribers[slot]
         if not subscribers:
             return

@@ -9,8 +9,9 @@
   they differ (Opus <-> G.711/G.722, VP8 <-> H.264);
 * two RTP legs: the router between their streams.
 
-A browser's camera goes to an RTP leg's video; its screen slot does not
-reach SIP legs yet (issue #7 wants it in their main video). A SIP leg's
+A browser's camera goes to an RTP leg's video, or its screen while it
+shares (``port.ScreenOrCamera``: one continuous stream, a keyframe at each
+switch), as Pexip shows a share to legacy endpoints without BFCP. A SIP leg's
 video gets a keyframe every ``group.KEYFRAME_EVERY`` seconds unasked: many room
 systems never send PLI/FIR.
 

@@ -17,6 +17,7 @@ it; never another codec aiortc would mislabel.
 
 from __future__ import annotations
 
+import random
 import struct
 from collections.abc import Callable
 
@@ -126,3 +127,54 @@ class WebRtcPort:
         undo, self._undo = self._undo, []
         for remove in undo:
             remove()
+
+
+class ScreenOrCamera(WebRtcPort):
+    """A browser's main video for a leg with one video (a SIP room system, a group):
+    its shared screen while it shares, else its camera.
+
+    One continuous stream whatever it shows: its own sequence numbers and
+    SSRC, timestamps carried on across a switch; each switch asks the browser
+    for a keyframe of what comes next.
+    """
+
+    def __init__(self, leg: WebRtcLeg) -> None:
+        super().__init__(leg, "video")
+        if "screen" in leg.slots:
+            self._undo.append(leg.subscribe("screen", self._received))
+        self.showing = "video"
+        self.switches = 0
+        self._ssrc = random.getrandbits(32)
+        self._sequence = random.getrandbits(16)
+        self._offset: int | None = None
+        self._last_out = 0
+
+    def _received(self, payload: EncodedPayload) -> None:
+        on_rtp = self.on_rtp
+        if on_rtp is None:
+            return
+        wanted = "screen" if self.leg.sharing() else "video"
+        if payload.slot != wanted:
+            return
+        if wanted != self.showing:
+            self.showing = wanted
+            self.switches += 1
+            self._offset = None
+            self.leg.request_keyframe(wanted)
+        if self._offset is None:  # carry the clock on: one frame (at 30 fps) later
+            self._offset = (self._last_out + 3000 - payload.timestamp) & 0xFFFFFFFF
+        timestamp = (payload.timestamp + self._offset) & 0xFFFFFFFF
+        self._last_out = timestamp
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        header = _HEADER.pack(
+            0x80,
+            (0x80 if payload.marker else 0) | (payload.payload_type & 0x7F),
+            self._sequence,
+            timestamp,
+            self._ssrc,
+        )
+        on_rtp(self, header + payload.payload, self.leg.clock.monotonic())
+
+    def request_keyframe(self) -> None:
+        """A keyframe of what is shown now."""
+        self.leg.request_keyframe(self.showing)

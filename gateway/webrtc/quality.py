@@ -30,6 +30,9 @@ Mode = Literal["high", "low"]
 
 DOWN_BPS = 300_000
 DOWN_AFTER = 4.0
+#: Seconds after the first estimate in which nothing is decided: a browser's
+#: estimate starts low and ramps up over the first seconds of a call.
+RAMP_UP = 8.0
 STEADY_BPS = 250_000
 UP_AFTER = 15.0
 MAX_UP_AFTER = 120.0
@@ -49,10 +52,15 @@ class QualityMonitor:
         self._below_since: float | None = None
         self._steady_since: float | None = None
         self._raised_at: float | None = None
+        self._first_at: float | None = None
 
     def estimate(self, bps: int) -> None:
         """One bandwidth estimate of the browser (bit/s)."""
         now = self.clock.monotonic()
+        if self._first_at is None:
+            self._first_at = now
+        if now - self._first_at < RAMP_UP:
+            return
         if self.mode == "high":
             self._while_high(bps, now)
         elif self.manual != "low":

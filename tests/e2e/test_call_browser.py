@@ -194,7 +194,7 @@ def test_a_whole_appointment_in_two_browsers(appointment: Appointment, demo: Dem
     until("over 300 kbit/s to the citizen", lambda: video_bitrate(citizen, seconds=1) > 300)
     before = video_bitrate(agent)
     citizen.get_by_role("button", name="Data saving mode").click()
-    expect(citizen.locator("#call-state")).to_contain_text("200")
+    expect(citizen.locator("#call-quality")).to_contain_text("200")
     expect(agent.locator("#in-call")).to_contain_text("data saving")  # the agent sees it
     until("a 320-pixel picture", lambda: 0 < inbound(agent, "1")["width"] <= 320, timeout=20)
     time.sleep(2)  # let the encoder settle on its new budget

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -186,3 +187,45 @@ async def test_a_vanished_phone_leaves_and_the_browsers_talk_on(
         await closable.close()
     for peer in (agent_peer, citizen_peer):
         await peer.close()
+
+
+def displayed_size(raw: str) -> tuple[int, int]:
+    """The size of the last picture baresip displayed (``vidisp: fakevideo W x H``)."""
+    found = re.search(r"vidisp: \S+ (\d+) x (\d+)", raw)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+
+
+async def test_a_shared_screen_replaces_the_camera_for_a_sip_room_system(
+    service: BridgeService,
+    executor: MediaExecutor,
+    kamailio: Callable[..., KamailioServer],
+    baresip: Callable[..., Baresip],
+) -> None:
+    """The browser's camera is 320x240, its "screen" 640x360: baresip shows the one
+    the browser shares, then the camera again, in one continuous stream."""
+    proxy = kamailio(USERS)
+    bob = baresip(
+        "bob", registrar=proxy.address, password=USERS["bob"], codecs=("PCMU",), video="vp8"
+    )
+    codecs = "{audio: [PCMU], video: [VP8]}"
+    await service.start(settings(bridge_yaml("room", proxy, codecs=codecs)))
+    peer, leg = await _browser(screen=True)
+    assert leg.attached() == ["audio", "video", "screen"]
+    phone = await service.registry.dial("room", "ext-bob", "guest")
+    assert await phone.wait_answered(timeout=10), phone.history
+    unlink = MediaLinker(Router(executor))(leg, phone)
+
+    async def shown() -> tuple[int, int]:
+        await asyncio.sleep(2.0)
+        return displayed_size((await video_stats(bob)).raw)
+
+    assert await shown() == (320, 240), "the camera first"
+    await peer.share(640, 360)
+    assert await shown() == (640, 360), "the shared screen"
+    assert leg.sharing()
+    await peer.stop_sharing()
+    assert await shown() == (320, 240), "the camera again"
+    unlink()
+    await phone.hangup("done")
+    await leg.close()
+    await peer.close()

@@ -93,6 +93,7 @@ class BrowserPeer:
         send: bool = True,
         video_codec: str | None = None,
         tone_hz: float = 440.0,
+        screen: bool = False,
     ) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.video_frames = 0
@@ -118,7 +119,19 @@ class BrowserPeer:
             self.senders[kind] = transceiver.sender
             self.receivers[kind] = transceiver.receiver
             internals.on_keyframe_request(transceiver.sender, self._keyframe_asked)
+        self.screen_sender: RTCRtpSender | None = None
+        if screen:  # a third m-line for screen sharing, empty until ``share``
+            self.screen_sender = self.pc.addTransceiver("video", direction="sendrecv").sender
         self.pc.on("track", self._on_track)
+
+    async def share(self, width: int = 640, height: int = 360) -> None:
+        """Start sharing a "screen" (a pattern of its own size) on the screen m-line."""
+        assert self.screen_sender is not None, "BrowserPeer(screen=True) has a screen m-line"
+        self.screen_sender.replaceTrack(PatternTrack(width, height))
+
+    async def stop_sharing(self) -> None:
+        assert self.screen_sender is not None
+        self.screen_sender.replaceTrack(None)
 
     def _keyframe_asked(self) -> None:
         self.keyframe_requests += 1
@@ -157,7 +170,9 @@ class BrowserPeer:
 
     def strength(self, frequency: float, seconds: float = 2.0) -> float:
         """How much of the last ``seconds`` is at ``frequency`` (±10 Hz), relative to the
-        strongest component (1.0: it is the strongest)."""
+        strongest component (1.0: it is the strongest); 0.0 before anything was heard."""
+        if not self.heard:
+            return 0.0
         samples = np.concatenate(self.heard)[-int(seconds * self.heard_rate) :]
         spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
         freqs = np.fft.rfftfreq(samples.size, 1 / self.heard_rate)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway import metrics
 from gateway.clock import FakeClock
-from gateway.webrtc.quality import DOWN_AFTER, MAX_UP_AFTER, UP_AFTER, QualityMonitor
+from gateway.webrtc.quality import DOWN_AFTER, MAX_UP_AFTER, RAMP_UP, UP_AFTER, QualityMonitor
 
 
 class Rig:
@@ -12,6 +12,8 @@ class Rig:
         self.clock = FakeClock()
         self.changes: list[tuple[str, str]] = []
         self.monitor = QualityMonitor(self.clock, lambda m, r: self.changes.append((m, r)))
+        self.feed(150_000, RAMP_UP)  # a call's first seconds: estimates ramp up, no decision
+        assert self.changes == []
 
     def feed(self, bps: int, seconds: float, every: float = 0.5) -> None:
         """Estimates of ``bps`` every ``every`` seconds for ``seconds``."""

@@ -93,7 +93,7 @@ export class CallUi {
       announce(e.detail.on ? t('remote_screen_on') : t('remote_screen_off'));
     });
     call.addEventListener('limits', (e) => {
-      this.el('call-state').textContent = t('limits', { kbps: e.detail.max_kbps });
+      this.el('call-quality').textContent = e.detail.mode === 'low' ? t('limits', { kbps: e.detail.max_kbps }) : '';
     });
   }
 
