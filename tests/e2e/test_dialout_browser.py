@@ -6,7 +6,8 @@ phone from the console: the progress shows live, the phone answers, and
 the router transcodes the browser's Opus to the phone's PCMU and back: the
 agent's page finds the phone's 600 Hz with a WebAudio analyser and the
 phone's recording holds the browser's sound. The agent hangs the phone up
-from the console; the appointment goes on.
+from the console; the appointment goes on. Then the phone dials in by the
+room's SIP address while agent and citizen talk: three in a mix.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.conftest import Checked, DemoDaemon, metric
 from tests.support.baresip import Baresip, dominant_frequency
@@ -117,13 +118,7 @@ def test_the_agent_dials_a_phone_in_and_they_hear_each_other(
     expect(agent.locator("#in-call")).to_contain_text("interpreter (Phone or video system)")
     checked.audit("agent-dial-out-en")
 
-    heard = {"hz": 0.0, "db": -200.0}
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        heard = agent.evaluate(REMOTE_TONE)
-        if abs(heard["hz"] - PHONE_TONE) < 15:
-            break
-        time.sleep(0.2)
+    heard = _heard(agent, PHONE_TONE)
     assert abs(heard["hz"] - PHONE_TONE) < 15, f"the phone's tone not heard: {heard}"
 
     entry.get_by_role("button", name="Hang up").click()
@@ -143,3 +138,57 @@ def _rms(wav_path: object) -> float:
     with wave.open(str(wav_path)) as w:
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
     return float(np.sqrt(np.mean(data**2))) if data.size else 0.0
+
+
+def _heard(page: Page, hz: float, seconds: float = 20) -> dict[str, float]:
+    heard: dict[str, float] = {"hz": 0.0, "db": -200.0}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        heard = dict(page.evaluate(REMOTE_TONE))
+        if abs(heard["hz"] - hz) < 15:
+            return heard
+        time.sleep(0.2)
+    return heard
+
+
+def test_a_phone_dials_in_by_room_address_and_all_three_hear_it(
+    browser: Browser, demo: DemoDaemon, phones: Phones
+) -> None:
+    """Agent and citizen in the call; the phone dials the room's SIP address, waits,
+    the agent admits it: a group of three, both browsers hear the phone's tone."""
+    agent_context, citizen_context = browser.new_context(), browser.new_context()
+    agent = agent_context.new_page()
+    agent.goto(f"{demo.base}/agent/login?lang=en")
+    agent.get_by_label("User name").fill("demo")
+    agent.get_by_label("Password").fill(demo.password)
+    agent.get_by_role("button", name="Sign in").click()
+    agent.get_by_role("button", name="Create appointment").click()
+    link = agent.locator("#citizen-link").input_value()
+    room_uri = agent.locator("#dial-in-uri").input_value()
+    alias = re.fullmatch(r"sip:([a-z2-7]+)@.*", room_uri)
+    assert alias, room_uri
+    agent.get_by_role("link", name=re.compile("this appointment's call")).click()
+    citizen = citizen_context.new_page()
+    citizen.goto(f"{link}?lang=en")
+    citizen.locator("#consent").check()
+    citizen.get_by_role("button", name="Go to the waiting room without a test").click()
+    agent.get_by_role("button", name=re.compile("^Admit")).click()
+    for page in (agent, citizen):
+        expect(page.locator("#call-state")).to_have_text(re.compile("Connected"), timeout=20000)
+
+    phones.bob.dial(f"sip:{alias.group(1)}@127.0.0.1:{demo.daemon.sip_port}")
+    waiting = agent.locator("#lobby li")
+    expect(waiting).to_contain_text("Phone or video system 1 (guest)", timeout=15000)
+    waiting.get_by_role("button", name=re.compile("^Admit")).click()
+    expect(agent.locator("#in-call")).to_contain_text("guest (Phone or video system)")
+    for page in (agent, citizen):
+        heard = _heard(page, PHONE_TONE)
+        assert abs(heard["hz"] - PHONE_TONE) < 15, f"the phone is not heard: {heard}"
+    phones.bob.hangup()
+    phones.bob.wait_event("CALL_CLOSED", timeout=10)
+    expect(agent.locator("#in-call")).not_to_contain_text("Phone", timeout=10000)
+    for page in (agent, citizen):
+        expect(page.locator("#call-state")).to_have_text(re.compile("Connected"))
+    assert metric(demo, "gatewayd_webrtc_legs_active") == 2
+    agent_context.close()
+    citizen_context.close()
