@@ -66,6 +66,8 @@ KEYFRAME_INTERVAL = 0.3
 #: frame plays at most half of it early or late; measured 5-10 % less CPU
 #: for that transcode in ``bench media_router``. 0 turns it off.
 PLAYOUT_GRID = 0.01
+#: Video bit rate of a transcoder's encoder unless the sink declared less (bit/s).
+VIDEO_BITRATE = 500_000
 #: Lost packets concealed at most per gap (longer gaps are a new talkspurt).
 MAX_CONCEAL = 5
 
@@ -358,7 +360,9 @@ class Route:
         try:
             if source.kind == "video":
                 width, height = sink.remote_max_resolution or (640, 480)
-                transcoder = VideoTranscoder(codec, transcode, width, height)
+                # no more than the sink declared it takes (b=TIAS/AS)
+                bitrate = min(VIDEO_BITRATE, sink.remote_bandwidth or VIDEO_BITRATE)
+                transcoder = VideoTranscoder(codec, transcode, width, height, bitrate=bitrate)
             else:
                 transcoder = AudioTranscoder(
                     codec, transcode, opus_complexity=self._opus_complexity
@@ -431,10 +435,17 @@ class RoutedStream(RtpPort, Protocol):
 class Router:
     """Routes between streams; owns the streams' ``on_rtp`` and keyframe callbacks."""
 
-    def __init__(self, executor: MediaExecutor, *, opus_complexity: int | None = None) -> None:
+    def __init__(
+        self,
+        executor: MediaExecutor,
+        *,
+        opus_complexity: int | None = None,
+        playout_grid: float = PLAYOUT_GRID,
+    ) -> None:
         self.executor = executor
         #: Opus encoder complexity 0-10 for transcoded audio (None: the codec's default).
         self.opus_complexity = opus_complexity
+        self.playout_grid = playout_grid
         self._completions: Completions | None = None
         self._out: dict[RoutedStream, list[Route]] = {}
         self._in: dict[RoutedStream, list[Route]] = {}
@@ -452,6 +463,7 @@ class Router:
             self.executor,
             completions=self._completions,
             opus_complexity=self.opus_complexity,
+            playout_grid=self.playout_grid,
         )
         self._attach(source)
         self._attach(sink)
