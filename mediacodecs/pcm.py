@@ -21,6 +21,7 @@ from mediacodecs.registry import (
     create_audio_decoder,
     create_audio_encoder,
 )
+from mediacodecs.transcode import PcmDecoding, PcmEncoding
 
 
 def _mono(frames: list[AudioFrame]) -> Pcm:
@@ -45,6 +46,15 @@ class PcmDecoder:
             raise ValueError(f"{codec.name} is not an audio codec we decode")
         self._decoder: AudioDecoder = create_audio_decoder(codec, sample_rate=sample_rate)
         self.sample_rate = sample_rate or info.sample_rate
+        # Opus and G.711 give samples without a PyAV frame (see transcode.py).
+        decoder = self._decoder
+        self._samples: PcmDecoding | None = (
+            decoder
+            if isinstance(decoder, PcmDecoding)
+            and decoder.channels == 1
+            and decoder.sample_rate == self.sample_rate
+            else None
+        )
 
     @property
     def decode_errors(self) -> int:
@@ -53,10 +63,14 @@ class PcmDecoder:
 
     def decode(self, payload: RtpPayload) -> Pcm:
         """The samples of one payload (empty when the decoder holds them back)."""
+        if self._samples is not None:
+            return self._samples.decode_pcm(payload).copy()  # the decoder reuses its buffer
         return _mono(self._decoder.decode(payload))
 
     def conceal(self) -> Pcm:
         """Samples standing in for one lost payload."""
+        if self._samples is not None:
+            return self._samples.conceal_pcm(None).copy()
         return _mono(self._decoder.conceal(None))
 
 
@@ -65,7 +79,15 @@ class PcmEncoder:
 
     def __init__(self, codec: CodecDescription, *, bitrate: int | None = None) -> None:
         self._encoder: AudioEncoder = create_audio_encoder(codec, bitrate=bitrate)
+        encoder = self._encoder
+        self._samples: PcmEncoding | None = (
+            encoder
+            if isinstance(encoder, PcmEncoding) and getattr(encoder, "channels", 1) == 1
+            else None
+        )
 
     def encode(self, pcm: Pcm, sample_rate: int) -> list[RtpPayload]:
         """Payloads for ``pcm``; samples short of a whole packet wait for the next call."""
+        if self._samples is not None and sample_rate == self._samples.sample_rate:
+            return self._samples.encode_pcm(pcm)  # no frame, no resampler
         return self._encoder.encode(pcm_frame(pcm, sample_rate, 1))
