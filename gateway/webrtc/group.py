@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.log import get_logger
 from gateway.media.mixer import AudioMixer
-from gateway.media.router import Route, RoutedStream, Router
+from gateway.media.router import Route, RoutedStream, Router, RtpPort
 from gateway.webrtc.leg import WebRtcLeg
 from gateway.webrtc.port import ScreenOrCamera, WebRtcPort
 
@@ -66,6 +66,39 @@ def periodic_keyframes(route: Route, every: float = KEYFRAME_EVERY) -> Callable[
 
     handle = loop.call_later(every, tick)
     return lambda: handle.cancel() if handle is not None else None
+
+
+def bandwidth_cap(port: RtpPort, sink: RtpPort, every: float = 5.0) -> Callable[[], None]:
+    """Keep a browser's video to ``sink`` under the bandwidth ``sink`` declared (b=TIAS/AS):
+    a REMB with that value now and every ``every`` seconds (nothing when it declared
+    none or ``port`` is no browser's); returns the stop function."""
+    negotiated = sink.negotiated
+    limit = negotiated.remote_bandwidth if negotiated is not None else None
+    if not limit or not isinstance(port, WebRtcPort):
+        return _nothing
+    leg, slot = port.leg, port.slot
+    loop = asyncio.get_running_loop()
+    handle: asyncio.TimerHandle | None = None
+
+    def tick() -> None:
+        nonlocal handle
+        leg.send_bitrate_estimate(slot, limit)
+        handle = loop.call_later(every, tick)
+
+    tick()
+    return lambda: handle.cancel() if handle is not None else None
+
+
+def _nothing() -> None:
+    return None
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def stop() -> None:
+        first()
+        second()
+
+    return stop
 
 
 class GroupMedia:
@@ -160,7 +193,9 @@ class GroupMedia:
             route = self.router.link(stream, screen)
             stream.request_keyframe()
             if not isinstance(screen, WebRtcPort):
-                self._tickers[id(route)] = periodic_keyframes(route)
+                self._tickers[id(route)] = _both(
+                    periodic_keyframes(route), bandwidth_cap(stream, screen)
+                )
             self._routes[id(sink)] = (source, route, stream)
             self.switches += 1
 

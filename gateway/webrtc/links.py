@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from gateway.log import get_logger
 from gateway.media.router import RoutedStream, Router
-from gateway.webrtc.group import GroupMedia, periodic_keyframes, stream_of
+from gateway.webrtc.group import GroupMedia, bandwidth_cap, periodic_keyframes, stream_of
 from gateway.webrtc.leg import WebRtcLeg
 from gateway.webrtc.passthrough import Passthrough
 from gateway.webrtc.port import WebRtcPort
@@ -67,6 +67,7 @@ class MediaLinker:
             for route in router.connect(one, other):
                 if kind == "video" and not isinstance(route.sink, WebRtcPort):
                     tickers.append(periodic_keyframes(route))
+                    tickers.append(bandwidth_cap(route.source, route.sink))
             streams += [one, other]
         if not streams:
             log.info("media: the two legs share no kind of media")
