@@ -89,6 +89,7 @@ RING = 4096  # send times kept per direction: 82 s of audio
 SLOT = 0.005  # the feeder's granularity: calls are spread over the interval in such slots
 DRAIN = 0.3  # s at the end of the window: only receiving is counted
 BATCH = 20  # calls set up at a time
+MIN_ON_TIME = 0.99
 _HEADER = struct.Struct("!BBHII")
 
 Ticks = list[list[tuple[bytes, bool]]]  # per interval: (payload, marker) packets
@@ -284,11 +285,21 @@ class Call:
             except (BlockingIOError, OSError):
                 return
             if len(data) < 12 or 192 <= data[1] <= 223:
-                # RTCP (muxed): a PLI (PSFB, FMT 1) asks the phone for a keyframe.
-                self.sip_keyframe_wanted |= data[1] == 206 and data[0] & 0x1F == 1
+                self.sip_keyframe_wanted |= _asks_keyframe(data)
                 continue
             timestamp = int.from_bytes(data[4:8], "big")
             self.at_sip.arrive(timestamp, bool(data[1] & 0x80), time.monotonic(), load.window)
+
+
+def _asks_keyframe(data: bytes) -> bool:
+    """Whether muxed RTCP ``data`` holds a PLI (PSFB, FMT 1) or FIR (PSFB, FMT 4) anywhere in
+    its compound packet (a PLI often follows a receiver report in the same datagram)."""
+    offset = 0
+    while offset + 4 <= len(data):
+        if data[offset + 1] == 206 and data[offset] & 0x1F in (1, 4):
+            return True
+        offset += 4 * (int.from_bytes(data[offset + 2 : offset + 4], "big") + 1)
+    return False
 
 
 # --- the gateway side (child process) -------------------------------------------------------
@@ -547,6 +558,22 @@ class Point:
     first_media_ms: list[float]
     probes_failed: int
     gateway: dict[str, Any]
+    interval: float
+
+    @property
+    def valid(self) -> bool:
+        """The load kept its schedule (99 % of its slots within one interval), 99 % of the
+        packets arrived on time and < 1 % of codec jobs were evicted (else the host, or a
+        saturated gateway, is what was measured)."""
+        on_schedule = self.feeder_lag_p99_ms < 1000 * self.interval
+        return on_schedule and self.on_time >= MIN_ON_TIME and self.evicted < 1 - MIN_ON_TIME
+
+    @property
+    def evicted(self) -> float:
+        """Share of codec jobs the executor dropped (the frame is concealed or skipped)."""
+        evictions = self.gateway.get("executor_evictions", 0)
+        jobs = self.gateway.get("executor_jobs", 0) + evictions
+        return evictions / jobs if jobs else 0.0
 
     @property
     def calls_per_core(self) -> float:
@@ -637,7 +664,8 @@ async def run_point(
         latency_ms: dict[str, float] = {}
         for name, values in (("all", up_latencies + down_latencies),
                              ("to_sip", up_latencies), ("to_browser", down_latencies)):  # fmt: skip
-            if values:
+            if values:  # a negative minimum would mean the first arrival was not the first sent
+                latency_ms[f"{name}_min"] = round(1000 * min(values), 2)
                 for q in (50, 95, 99):
                     latency_ms[f"{name}_p{q}"] = round(1000 * percentile(values, q), 2)
         return Point(
@@ -652,6 +680,7 @@ async def run_point(
             first_media_ms=first_media,
             probes_failed=failed,
             gateway=gateway,
+            interval=workload.interval,
         )
     finally:
         stop.set()
@@ -674,6 +703,8 @@ def _emit_point(workload: Workload, point: Point, run: str) -> None:
     common: dict[str, Any] = {"calls": point.calls, "run": run}
     main_extra: dict[str, Any] = {
         "goal": workload.goal,
+        "valid": point.valid,  # False: the load fell behind, packets late or jobs evicted
+        "evicted_pct": round(100 * point.evicted, 2),
         "cpu_pct": round(point.cpu_pct, 2),
         "peers_cpu_pct": round(point.peers_cpu_pct, 1),
         "feeder_lag_p99_ms": round(point.feeder_lag_p99_ms, 1),
@@ -748,7 +779,8 @@ def main(argv: list[str]) -> None:
                       probes=args.probes, profile=args.profile)
         )  # fmt: skip
         log(f"{BENCH}: {name}: {calls} calls, gateway {point.cpu_pct:.1f} % of a core, "
-            f"peers {point.peers_cpu_pct:.1f} %, on time {point.on_time}")  # fmt: skip
+            f"peers {point.peers_cpu_pct:.1f} %, on time {point.on_time}, "
+            f"load lag p99 {point.feeder_lag_p99_ms:.1f} ms, valid {point.valid}")  # fmt: skip
         if args.profile is not None:
             _report_profile(name, args.profile)
         _emit_point(workload, point, args.run)
