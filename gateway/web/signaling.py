@@ -308,6 +308,9 @@ class SignalingSession:
         if self.leg is None or self.leg.state is LegState.CLOSED:
             self.leg = WebRtcLeg(self.settings.webrtc, leg_id=self.call_id)
             self.leg.on_candidate = self._local_candidate
+            self.leg.on_prefer = lambda kind, codec: self.send(
+                {"type": "renegotiate", "prefer": {kind: codec}}
+            )
             self.leg.on_state.append(self._leg_state)
             self.leg.set_receive_cap(self.receive_cap)
             self.leg.on_bitrate_estimate(self._estimated)
@@ -317,6 +320,12 @@ class SignalingSession:
     def _estimated(self, slot: str, bps: int) -> None:
         if slot == "video" and self.test_call is None:
             self.monitor.estimate(bps)
+
+    async def answer(self, message: Message) -> None:
+        """The browser's answer to an offer of ours (a renegotiation)."""
+        if self.leg is None:
+            raise ProtocolError("no offer of ours to answer")
+        await self.leg.accept_answer(_text(message, "sdp", MAX_SDP) or "")
 
     def _leg_state(self, leg: WebRtcLeg, state: LegState) -> None:
         # Media is linked once the transport is up (again, after an ICE restart):
@@ -479,6 +488,7 @@ _HANDLERS: dict[str, Callable[[SignalingSession, Message], Any]] = {
     "hello": SignalingSession.hello,
     "offer": SignalingSession.offer,
     "candidate": SignalingSession.candidate,
+    "answer": SignalingSession.answer,
     "admit": SignalingSession.admit,
     "reject": SignalingSession.reject,
     "chat": SignalingSession.chat,

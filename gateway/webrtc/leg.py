@@ -49,7 +49,7 @@ from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 from gateway import metrics
 from gateway.clock import Clock, SystemClock
-from gateway.errors import BadRequest, Busy
+from gateway.errors import BadRequest, Busy, GatewayError
 from gateway.log import get_logger
 from gateway.settings import WebRtcSettings
 from gateway.webrtc import aiortc_internals as internals
@@ -78,7 +78,7 @@ class LegState(enum.Enum):
 
 _TRANSITIONS: dict[LegState, frozenset[LegState]] = {
     LegState.NEW: frozenset({LegState.OFFERED, LegState.CONNECTING, LegState.CLOSED}),
-    LegState.OFFERED: frozenset({LegState.CONNECTING, LegState.CLOSED}),
+    LegState.OFFERED: frozenset({LegState.CONNECTING, LegState.FAILED, LegState.CLOSED}),
     LegState.CONNECTING: frozenset(
         {LegState.CONNECTED, LegState.FAILED, LegState.RESTARTING, LegState.CLOSED}
     ),
@@ -89,8 +89,13 @@ _TRANSITIONS: dict[LegState, frozenset[LegState]] = {
 }
 
 
-class LegStateError(Exception):
-    """An operation that the leg's state does not allow (e.g. an answer without an offer)."""
+class LegStateError(GatewayError):
+    """An operation that the leg's state does not allow (e.g. an answer without an offer):
+    409 for HTTP, 491 (Request Pending) for SIP."""
+
+    http_status = 409
+    sip_status = 491
+    reason = "Conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +160,9 @@ class WebRtcLeg:
         self.screen_at = float("-inf")  # when the browser last sent screen video
         self.state = LegState.NEW
         self.on_candidate: CandidateCallback | None = None
+        #: Asks the browser for a codec first (``prefer``); None: never asked.
+        self.on_prefer: Callable[[str, str], None] | None = None
+        self._preferred: dict[str, str] = {}  # kind -> the codec last asked for
         self.on_state: list[Callable[[WebRtcLeg, LegState], None]] = []
         self.closed = asyncio.Event()
         self.connected = asyncio.Event()
@@ -183,7 +191,7 @@ class WebRtcLeg:
         if self._connect_timer is not None:
             self._connect_timer.cancel()
             self._connect_timer = None
-        if new is LegState.CONNECTING:
+        if new in (LegState.CONNECTING, LegState.OFFERED):
             loop = asyncio.get_running_loop()
             timeout = self.settings.connect_timeout
             self._connect_timer = loop.call_later(timeout, self._connect_timed_out)
@@ -212,7 +220,7 @@ class WebRtcLeg:
 
     def _connect_timed_out(self) -> None:
         self._connect_timer = None
-        if self.state is LegState.CONNECTING:
+        if self.state in (LegState.CONNECTING, LegState.OFFERED):
             log.info("webrtc leg not connected in time", leg=self.leg_id)
             self._set_state(LegState.FAILED)
 
@@ -260,15 +268,7 @@ class WebRtcLeg:
         """
         if self.state is not LegState.NEW:
             raise LegStateError(f"cannot offer while {self.state.value}")
-        kinds = {SLOT_KIND[s] for s in self.slots}
-        preferences: dict[str, list[RTCRtpCodecCapability]] = {}
-        for kind, wanted in (prefer or {}).items():
-            if wanted and kind in kinds:
-                codecs = RTCRtpSender.getCapabilities(kind).codecs
-                first = [c for c in codecs if c.name.lower() == wanted.lower()]
-                if not first:
-                    raise BadRequest(f"no {kind} codec {wanted!r}", sip_status=488)
-                preferences[kind] = first + [c for c in codecs if c not in first]
+        preferences = self._preferences(prefer)
         pc = self._new_connection()
         for slot in self.slots:
             kind = SLOT_KIND[slot]
@@ -281,6 +281,36 @@ class WebRtcLeg:
         self._set_state(LegState.OFFERED)
         self._announce_candidates(pc)
         return str(pc.localDescription.sdp)
+
+    def prefer(self, kind: str, codec: str) -> bool:
+        """Ask the browser to renegotiate with ``codec`` first for ``kind`` (e.g. PCMU
+        when the other leg speaks only G.711, so audio passes through). The browser
+        sends a new offer with an ICE restart, which ``accept_offer`` takes as any
+        other; a browser is not asked for the same codec twice in a row (one that
+        answered otherwise keeps its choice). False when nobody is told."""
+        if self.on_prefer is None or self.state is not LegState.CONNECTED:
+            return False
+        current = self.send_codec(kind)
+        if self._preferred.get(kind) == codec.lower() or (current or "").lower() == codec.lower():
+            return False
+        self._preferred[kind] = codec.lower()
+        log.info("webrtc leg asks for a codec", leg=self.leg_id, kind=kind, codec=codec)
+        self.on_prefer(kind, codec)
+        return True
+
+    def _preferences(
+        self, prefer: Mapping[str, str | None] | None
+    ) -> dict[str, list[RTCRtpCodecCapability]]:
+        kinds = {SLOT_KIND[s] for s in self.slots}
+        preferences: dict[str, list[RTCRtpCodecCapability]] = {}
+        for kind, wanted in (prefer or {}).items():
+            if wanted and kind in kinds:
+                codecs = RTCRtpSender.getCapabilities(kind).codecs
+                first = [c for c in codecs if c.name.lower() == wanted.lower()]
+                if not first:
+                    raise BadRequest(f"no {kind} codec {wanted!r}", sip_status=488)
+                preferences[kind] = first + [c for c in codecs if c not in first]
+        return preferences
 
     async def accept_answer(self, sdp: str) -> None:
         """Apply the browser's answer to our offer."""

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.log import get_logger
-from gateway.media.router import RoutedStream, Router
+from gateway.media.router import RoutedStream, Router, RtpPort
 from gateway.webrtc.group import GroupMedia, bandwidth_cap, periodic_keyframes, stream_of
 from gateway.webrtc.leg import WebRtcLeg
 from gateway.webrtc.passthrough import Passthrough
@@ -34,6 +34,8 @@ from gateway.webrtc.port import WebRtcPort
 log = get_logger(__name__)
 
 KINDS = ("audio", "video")
+#: SIP audio codecs a browser also speaks: worth a renegotiation to pass them through.
+PASS_THROUGH_AUDIO = frozenset({"PCMU", "PCMA"})
 
 
 class RtpLeg(Protocol):
@@ -52,6 +54,7 @@ class MediaLinker:
 
     def __call__(self, a: Any, b: Any) -> Callable[[], None]:
         if isinstance(a, WebRtcLeg) and isinstance(b, WebRtcLeg):
+            _same_audio(a, b)
             return Passthrough(a, b).close
         if self.router is None:
             log.warning("media: no router on this node, legs not linked")
@@ -68,6 +71,8 @@ class MediaLinker:
                 if kind == "video" and not isinstance(route.sink, WebRtcPort):
                     tickers.append(periodic_keyframes(route))
                     tickers.append(bandwidth_cap(route.source, route.sink))
+                if kind == "audio" and isinstance(route.source, WebRtcPort):
+                    self._match_audio(route.source, route.sink)
             streams += [one, other]
         if not streams:
             log.info("media: the two legs share no kind of media")
@@ -83,12 +88,35 @@ class MediaLinker:
 
         return undo
 
+    def _match_audio(self, port: WebRtcPort, sink: RtpPort) -> None:
+        """A G.711 phone and an Opus browser: ask the browser for G.711 so that audio
+        passes through (the browser renegotiates with an ICE restart; media pauses
+        for a moment, then the router forwards instead of transcoding)."""
+        mine, theirs = port.negotiated, sink.negotiated
+        if mine is None or theirs is None or not mine.codecs or not theirs.codecs:
+            return
+        wanted, have = theirs.codecs[0].name, mine.codecs[0].name
+        if wanted.lower() == have.lower() or wanted.upper() not in PASS_THROUGH_AUDIO:
+            return
+        port.leg.prefer("audio", wanted)
+
     def group(self, legs: list[Any]) -> Callable[[], None]:
         """The room's ``group`` for three legs or more; returns the undo function."""
         if self.router is None:
             log.warning("media: no router on this node, legs not linked")
             return _nothing
         return GroupMedia(self.router, legs).close
+
+
+def _same_audio(a: WebRtcLeg, b: WebRtcLeg) -> None:
+    """Two browsers forward audio as it is, so it must be one codec: a browser that
+    went to G.711 for a phone is asked back to Opus (until then its audio is dropped
+    and counted)."""
+    codecs = {leg: (leg.send_codec("audio") or "").lower() for leg in (a, b)}
+    if codecs[a] and codecs[b] and codecs[a] != codecs[b]:
+        for leg, codec in codecs.items():
+            if codec != "opus":
+                leg.prefer("audio", "opus")
 
 
 def _nothing() -> None:

@@ -99,11 +99,15 @@ def demo() -> Iterator[DemoDaemon]:
         daemon.stop()
 
 
-def metric(demo: DemoDaemon, name: str) -> float:
-    """One unlabelled series of the daemon's /metrics."""
+def metric(demo: DemoDaemon, name: str, **labels: str) -> float:
+    """One series of the daemon's /metrics (0 when a labelled series is not there yet)."""
     with urllib.request.urlopen(f"{demo.base}/metrics", timeout=5) as response:
         text = response.read().decode()
-    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    series = re.escape(f"{name}{{{selector}}}" if labels else name)
+    match = re.search(rf"^{series} (\S+)$", text, re.M)
+    if match is None and labels:
+        return 0.0
     assert match, f"{name} missing from /metrics"
     return float(match.group(1))
 

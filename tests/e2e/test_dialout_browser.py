@@ -120,6 +120,9 @@ def test_the_agent_dials_a_phone_in_and_they_hear_each_other(
 
     heard = _heard(agent, PHONE_TONE)
     assert abs(heard["hz"] - PHONE_TONE) < 15, f"the phone's tone not heard: {heard}"
+    # The browser was asked for PCMU and renegotiated: audio passes through both ways.
+    until_metric(demo, "gatewayd_media_passthrough_active", 2, kind="audio")
+    assert metric(demo, "gatewayd_media_transcodes_active", kind="audio") == 0
 
     entry.get_by_role("button", name="Hang up").click()
     expect(entry).to_have_attribute("data-state", "ended", timeout=10000)
@@ -138,6 +141,13 @@ def _rms(wav_path: object) -> float:
     with wave.open(str(wav_path)) as w:
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
     return float(np.sqrt(np.mean(data**2))) if data.size else 0.0
+
+
+def until_metric(demo: DemoDaemon, name: str, value: float, **labels: str) -> None:
+    deadline = time.monotonic() + 10
+    while metric(demo, name, **labels) != value:
+        assert time.monotonic() < deadline, f"{name}{labels} is not {value}"
+        time.sleep(0.2)
 
 
 def _heard(page: Page, hz: float, seconds: float = 20) -> dict[str, float]:

@@ -36,6 +36,7 @@ export class Call extends EventTarget {
     this.listen('offer', (frame) => this.onOffer(frame.sdp));
     this.listen('candidate', (frame) => this.onCandidate(frame.candidate));
     this.listen('limits', (frame) => this.applyLimits(frame));
+    this.listen('renegotiate', (frame) => this.preferCodecs(frame.prefer || {}));
     this.listen('screen', (frame) => this.emit('screen', { on: Boolean(frame.on) }));
     this.listen('mute', (frame) => this.emit('mute', frame));
     this.listen('chat', (frame) => this.emit('chat', frame));
@@ -44,7 +45,10 @@ export class Call extends EventTarget {
 
   listen(type, handler) {
     const wrapped = (event) => {
-      Promise.resolve(handler(event.detail)).catch((error) => this.emit('failure', { error }));
+      Promise.resolve(handler(event.detail)).catch((error) => {
+        console.warn(`call: ${type} failed`, error); // eslint-disable-line no-console
+        this.emit('failure', { error });
+      });
     };
     this.signaling.addEventListener(type, wrapped);
     this.handlers.push([type, wrapped]);
@@ -113,6 +117,22 @@ export class Call extends EventTarget {
     const offer = await this.pc.createOffer({ iceRestart });
     await this.pc.setLocalDescription(offer);
     this.signaling.offer(this.pc.localDescription.sdp);
+  }
+
+  /** The gateway asks for codecs first ({audio: 'PCMU'}: the other side speaks only
+   * G.711, so audio can pass through): offer again with them first (ICE restart). */
+  async preferCodecs(prefer) {
+    if (!this.pc || !RTCRtpReceiver.getCapabilities) return;
+    for (const [kind, name] of Object.entries(prefer)) {
+      const transceiver = this.transceivers[kind === 'audio' ? 'audio' : 'video'];
+      const caps = RTCRtpReceiver.getCapabilities(kind);
+      if (!transceiver || !caps || !transceiver.setCodecPreferences) continue;
+      const wanted = `${kind}/${String(name)}`.toLowerCase();
+      const first = caps.codecs.filter((c) => c.mimeType.toLowerCase() === wanted);
+      if (first.length === 0) continue;
+      transceiver.setCodecPreferences([...first, ...caps.codecs.filter((c) => !first.includes(c))]);
+    }
+    if (this.pc.signalingState === 'stable') await this.negotiate({ iceRestart: true });
   }
 
   async onAnswer(sdp) {
