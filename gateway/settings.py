@@ -280,6 +280,12 @@ class MediaSettings(Section):
     srtp: Literal["require", "offer", "off"] = "offer"
     #: Threads for decoding/encoding (0: one per CPU core).
     codec_threads: Annotated[int, Field(ge=0, le=256)] = 0
+    #: Opus encoder complexity 0-10 for transcoded audio (unset: 1 next to G.711,
+    #: where it sounds the same and costs a third, else 5; see docs/media.md).
+    opus_complexity: Annotated[int, Field(ge=0, le=10)] | None = None
+    #: Transcoded frames are played out on this grid (seconds), so that many
+    #: streams come due in one wake-up of the event loop (0: each on its own).
+    playout_grid: Annotated[float, Field(ge=0, le=0.02)] = 0.01
 
     _address = field_validator("address")(check_host)
 

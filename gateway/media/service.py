@@ -23,7 +23,8 @@ class RouterUser(Protocol):
 
 
 class MediaService:
-    """Starts the executor (``media.codec_threads`` workers, 0 = one per core) and router."""
+    """Starts the executor (``media.codec_threads`` workers, 0 = one per core) and the
+    router (``media.opus_complexity``, ``media.playout_grid``)."""
 
     def __init__(self, *users: RouterUser) -> None:
         self.users = users
@@ -31,8 +32,11 @@ class MediaService:
         self.router: Router | None = None
 
     async def start(self, settings: Settings) -> None:
-        self.executor = MediaExecutor(settings.media.codec_threads or None)
-        self.router = Router(self.executor)
+        media = settings.media
+        self.executor = MediaExecutor(media.codec_threads or None)
+        self.router = Router(
+            self.executor, opus_complexity=media.opus_complexity, playout_grid=media.playout_grid
+        )
         for user in self.users:
             user.router = self.router
         log.info("media plane ready", codec_workers=self.executor.workers)
