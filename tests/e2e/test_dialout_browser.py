@@ -12,10 +12,14 @@ room's SIP address while agent and citizen talk: three in a mix.
 
 from __future__ import annotations
 
+import json
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,6 +33,7 @@ from tests.support.kamailio import KamailioServer
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 USERS = {"gw": "gw-secret", "bob": "bob-secret"}
+API_TOKEN = "t" * 32
 PHONE_TONE = 600
 
 #: The loudest frequency (Hz) of #remote-video's sound over one second, by WebAudio.
@@ -82,9 +87,13 @@ def demo(phones: Phones) -> Iterator[DemoDaemon]:
         "answer_timeout": 15,
     }
     daemon = start_daemon(
-        {"bridges": [bridge], "media": {"address": "127.0.0.1"}},
+        {
+            "bridges": [bridge],
+            "media": {"address": "127.0.0.1"},
+            "api": {"tokens": ["${env:API_TOKEN}"]},
+        },
         extra_args=["--demo"],
-        env={"GW_PW": USERS["gw"]},
+        env={"GW_PW": USERS["gw"], "API_TOKEN": API_TOKEN},
     )
     try:
         match = re.search(r"user: demo\s+password: (\S+)", daemon.logs())
@@ -202,3 +211,44 @@ def test_a_phone_dials_in_by_room_address_and_all_three_hear_it(
     assert metric(demo, "gatewayd_webrtc_legs_active") == 2
     agent_context.close()
     citizen_context.close()
+
+
+def _api(demo: DemoDaemon, method: str, path: str, body: object = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{demo.base}{path}", data=data, method=method,
+        headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+            return response.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read().decode() or "null")
+
+
+def test_the_rest_api_dials_a_participant_in_and_hangs_up(demo: DemoDaemon, phones: Phones) -> None:
+    """POST .../participants with an agent in the room: the phone rings in, GET follows
+    it, DELETE hangs up; bad requests get precise answers."""
+    status, created = _api(demo, "POST", "/api/v1/appointments", {})
+    assert status == 201, created
+    path = f"/api/v1/appointments/{created['id']}/participants"
+    assert _api(demo, "POST", path, {"bridge": "nope", "uri": "bob"})[0] == 404
+    status, error = _api(demo, "POST", path, {"bridge": "desk", "uri": "bob", "role": "agent"})
+    assert status == 400 and "role" in error["detail"], error
+    assert _api(demo, "POST", path, {"bridge": "desk"})[0] == 400
+    assert _api(demo, "POST", "/api/v1/appointments/unknown/participants",
+                {"bridge": "desk", "uri": "bob"})[0] == 404  # fmt: skip
+    status, dial = _api(demo, "POST", path, {"bridge": "desk", "uri": "bob", "role": "counsel"})
+    assert status == 202 and dial["role"] == "counsel", dial
+    deadline = time.monotonic() + 15
+    state = dial
+    while state["state"] != "answered":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.2)
+        state = _api(demo, "GET", f"{path}/{dial['id']}")[1]
+    assert state["history"][-1] == "answered"
+    assert _api(demo, "DELETE", f"{path}/{dial['id']}")[0] == 204
+    phones.bob.wait_event("CALL_CLOSED", timeout=10)
+    state = _api(demo, "GET", f"{path}/{dial['id']}")[1]
+    assert state["state"] == "ended", state
