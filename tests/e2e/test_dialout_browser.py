@@ -26,13 +26,14 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.conftest import Checked, DemoDaemon, metric
+from tests.e2e.test_call_browser import BRIGHTNESS, KEEP_PEER_CONNECTIONS, inbound, until
 from tests.support.baresip import Baresip, dominant_frequency
 from tests.support.daemon import start_daemon
 from tests.support.kamailio import KamailioServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-USERS = {"gw": "gw-secret", "bob": "bob-secret"}
+USERS = {"gw": "gw-secret", "bob": "bob-secret", "vp8": "vp8-secret", "h264": "h264-secret"}
 API_TOKEN = "t" * 32
 PHONE_TONE = 600
 
@@ -86,9 +87,10 @@ def demo(phones: Phones) -> Iterator[DemoDaemon]:
         "codecs": {"audio": ["PCMU"], "video": []},
         "answer_timeout": 15,
     }
+    video = {**bridge, "name": "room", "codecs": {"audio": ["PCMU"], "video": ["VP8", "H264"]}}
     daemon = start_daemon(
         {
-            "bridges": [bridge],
+            "bridges": [bridge, video],
             "media": {"address": "127.0.0.1"},
             "api": {"tokens": ["${env:API_TOKEN}"]},
         },
@@ -109,14 +111,7 @@ def test_the_agent_dials_a_phone_in_and_they_hear_each_other(
     context = browser.new_context(locale="en-GB")
     checked = Checked(context.new_page(), axe_source)
     agent = checked.page
-    agent.goto(f"{demo.base}/agent/login?lang=en")
-    agent.get_by_label("User name").fill("demo")
-    agent.get_by_label("Password").fill(demo.password)
-    agent.get_by_role("button", name="Sign in").click()
-    agent.get_by_role("button", name="Create appointment").click()
-    agent.get_by_role("link", name=re.compile("this appointment's call")).click()
-    panel = agent.locator("#dial-out")
-    expect(panel).to_be_visible(timeout=15000)
+    _log_in_and_open_a_call(agent, demo)
     expect(agent.get_by_label("Connection")).to_have_value("desk")
     agent.get_by_label("SIP address or phone number").fill("bob")
     agent.get_by_label("Role").select_option("interpreter")
@@ -252,3 +247,50 @@ def test_the_rest_api_dials_a_participant_in_and_hangs_up(demo: DemoDaemon, phon
     phones.bob.wait_event("CALL_CLOSED", timeout=10)
     state = _api(demo, "GET", f"{path}/{dial['id']}")[1]
     assert state["state"] == "ended", state
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+def test_a_sip_room_system_and_the_agent_see_each_other(
+    browser: Browser, demo: DemoDaemon, phones: Phones, codec: str
+) -> None:
+    """baresip with video (VP8: passed through; H.264: transcoded from the browser's VP8)
+    dialled out through the video bridge: each side decodes the other's pictures."""
+    room = Baresip(
+        codec, registrar=phones.proxy.address, password=USERS[codec], codecs=("PCMU",),
+        video=codec,
+    ).start()  # fmt: skip
+    context = browser.new_context(locale="en-GB")
+    context.add_init_script(KEEP_PEER_CONNECTIONS)
+    agent = context.new_page()
+    try:
+        _log_in_and_open_a_call(agent, demo)
+        agent.get_by_label("Connection").select_option("room")
+        agent.get_by_label("SIP address or phone number").fill(codec)
+        agent.get_by_role("button", name="Call", exact=True).click()
+        entry = agent.locator("#dial-list li").first
+        expect(entry).to_have_attribute("data-state", "answered", timeout=20000)
+        until("the room system's video", lambda: inbound(agent, "1")["frames"] > 30)
+        until("a picture", lambda: agent.evaluate(BRIGHTNESS, "remote-video") > 5)
+        before = frames_shown(room)
+        time.sleep(2.0)
+        assert frames_shown(room) > before + 10, "the room system shows the agent's video"
+        entry.get_by_role("button", name="Hang up").click()
+        expect(entry).to_have_attribute("data-state", "ended", timeout=10000)
+    finally:
+        context.close()
+        room.stop()
+
+
+def frames_shown(ua: Baresip) -> int:
+    found = re.search(r"vidisp: \S+ \d+ x \d+ frames=(\d+)", ua.video_stats().raw)
+    return int(found.group(1)) if found else 0
+
+
+def _log_in_and_open_a_call(agent: Page, demo: DemoDaemon) -> None:
+    agent.goto(f"{demo.base}/agent/login?lang=en")
+    agent.get_by_label("User name").fill("demo")
+    agent.get_by_label("Password").fill(demo.password)
+    agent.get_by_role("button", name="Sign in").click()
+    agent.get_by_role("button", name="Create appointment").click()
+    agent.get_by_role("link", name=re.compile("this appointment's call")).click()
+    expect(agent.locator("#dial-out")).to_be_visible(timeout=15000)
