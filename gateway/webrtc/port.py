@@ -48,6 +48,7 @@ class WebRtcPort:
         self.refused = 0
         self._negotiated: NegotiatedStream | None = None
         self._codec_key: tuple[object, ...] | None = None
+        self._codec: object = None  # aiortc's codec object the cache was made from
         self._undo = [leg.subscribe(slot, self._received), leg.on_keyframe_request(self._asked)]
 
     def __repr__(self) -> str:
@@ -59,6 +60,9 @@ class WebRtcPort:
         codec = self.leg.negotiated_codec(self.slot)
         if codec is None:
             return None
+        if codec is self._codec and self._negotiated is not None:
+            return self._negotiated  # the per-packet case: nothing renegotiated
+        self._codec = codec
         key = (codec.payloadType, codec.name, codec.clockRate, codec.channels,
                tuple(sorted(codec.parameters.items())))  # fmt: skip
         if key != self._codec_key or self._negotiated is None:
