@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -253,3 +254,51 @@ async def test_test_calls_are_limited(rig: Rig, monkeypatch: pytest.MonkeyPatch)
     await late.expect("welcome")  # a place became free
     for socket in [*sockets, late]:
         await socket.ws.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_calls_leave_no_file_descriptor_task_or_leg_behind(rig: Rig) -> None:
+    """Five appointments in a row through the socket with media (aiortc browsers):
+    afterwards the process has the descriptors, tasks and legs it had before."""
+
+    async def one_call(token: str, appointment: str) -> None:
+        citizen, agent = await _socket(rig), await _socket(rig, cookie=True)
+        await citizen.send(type="hello", role="citizen", token=token)
+        await agent.send(type="hello", role="agent", appointment=appointment, csrf=rig.csrf)
+        waiting = (await agent.expect("lobby"))["participants"]
+        while not waiting:
+            waiting = (await agent.expect("lobby"))["participants"]
+        await agent.send(type="admit", participant=waiting[0]["id"])
+        await citizen.expect("admitted")
+        peers = [BrowserPeer(), BrowserPeer()]
+        try:
+            await _media(citizen, peers[0])
+            await _media(agent, peers[1])
+            await _until(lambda: all(p.video_frames > 3 for p in peers))
+            await citizen.send(type="hangup")
+            await agent.expect("ended")
+        finally:
+            for socket in (citizen, agent):
+                await socket.ws.close()
+            for peer in peers:
+                await peer.close()
+
+    async def settled() -> tuple[int, int]:
+        await _until(lambda: rig.calls.active == 0)
+        await asyncio.sleep(0.5)  # aiortc's transports finish closing
+        return _open_fds(), len(asyncio.all_tasks())
+
+    store = rig.store.appointments
+    await one_call(rig.token, rig.appointment)  # the first call warms up what stays
+    fds, tasks = await settled()
+    legs = metrics.WEBRTC_LEGS_ACTIVE._value.get()
+    for _ in range(5):
+        appointment, token = await store.create()
+        await one_call(token, appointment.id)
+    after_fds, after_tasks = await settled()
+    assert metrics.WEBRTC_LEGS_ACTIVE._value.get() == legs
+    assert after_fds <= fds + 2, f"{after_fds - fds} file descriptors more after five calls"
+    assert after_tasks <= tasks, f"{after_tasks - tasks} tasks more after five calls"
