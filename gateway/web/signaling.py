@@ -50,6 +50,7 @@ ROOMS = web.AppKey("rooms", Rooms)
 LIMITS = {
     "low": {"max_kbps": 200, "max_width": 320, "max_height": 240, "max_fps": 15},
     "high": {"max_kbps": 1500, "max_width": 1280, "max_height": 720, "max_fps": 30},
+    "audio": {"max_kbps": 0, "max_width": 0, "max_height": 0, "max_fps": 0},  # no video
 }
 _closing: set[asyncio.Task[None]] = set()  # leg closes that outlive a cancelled handler
 #: Test calls (device test, /test page) at once on this node, and how long each may last.
@@ -139,6 +140,7 @@ class SignalingSession:
         self.receive_cap: int | None = None  # bit/s of video this browser is sent at most
         self.test_call: TestCall | None = None
         self.monitor = QualityMonitor(clock, self._quality_changed)
+        self._ticking: asyncio.TimerHandle | None = None
         self._bucket = _Bucket(clock)
 
     # --- the socket ------------------------------------------------------------------------
@@ -314,8 +316,15 @@ class SignalingSession:
             self.leg.on_state.append(self._leg_state)
             self.leg.set_receive_cap(self.receive_cap)
             self.leg.on_bitrate_estimate(self._estimated)
+            self.leg.video_paused = self.monitor.mode == "audio"
+            if self._ticking is None:
+                self._ticking = asyncio.get_running_loop().call_later(1.0, self._tick)
         answer = await self.leg.accept_offer(sdp)
         self.send({"type": "answer", "sdp": answer})
+
+    def _tick(self) -> None:
+        self._ticking = asyncio.get_running_loop().call_later(1.0, self._tick)
+        self.monitor.tick()
 
     def _estimated(self, slot: str, bps: int) -> None:
         if slot == "video" and self.test_call is None:
@@ -413,6 +422,7 @@ class SignalingSession:
         self.receive_cap = limits["max_kbps"] * 1000 if mode == "low" else None
         if self.leg is not None:
             self.leg.set_receive_cap(self.receive_cap)
+            self.leg.video_paused = mode == "audio"
         room, participant = self.room, self.participant
         if room is not None and participant is not None:
             room.relay(participant, {"type": "quality", "mode": mode, "reason": reason})
@@ -457,6 +467,9 @@ class SignalingSession:
 
     # --- the end ---------------------------------------------------------------------------------
     async def _cleanup(self) -> None:
+        if self._ticking is not None:
+            self._ticking.cancel()
+            self._ticking = None
         # The bookkeeping first and without awaiting: aiohttp may cancel the
         # handler once the browser's connection is gone.
         if self.room is not None and self.participant is not None:

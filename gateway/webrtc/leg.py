@@ -158,6 +158,8 @@ class WebRtcLeg:
         self.slots = slots
         self.receive_cap: int | None = None
         self.screen_at = float("-inf")  # when the browser last sent screen video
+        #: Audio only (a link too poor for video): no video is sent to this browser.
+        self.video_paused = False
         self.state = LegState.NEW
         self.on_candidate: CandidateCallback | None = None
         #: Asks the browser for a codec first (``prefer``); None: never asked.
@@ -374,6 +376,8 @@ class WebRtcLeg:
         """Queue one RTP payload for the browser; False when there is no sender for ``slot``."""
         track = self._tracks.get(slot)
         if track is None or self.state is not LegState.CONNECTED:
+            return False
+        if self.video_paused and SLOT_KIND[slot] == "video":
             return False
         track.push(payload, timestamp, marker)
         return True

@@ -11,7 +11,11 @@ incoming rate), so once the link has carried the low rate without trouble
 tries "high" again; a probe that falls back soon after doubles the wait
 (15 s up to 2 min), a probe that holds resets it. The gap between the
 thresholds and the waits are the hysteresis: a link at the edge does not
-flap. A user's own choice wins: after a manual "low" the monitor never
+flap. A link too poor even for data saving (below ``AUDIO_BPS`` for
+``AUDIO_AFTER`` seconds) falls back to audio only (no video either way);
+video is tried again after ``AUDIO_RETRY`` seconds (doubling after each
+failure), as no video means no estimates to go by (``tick``). A user's own
+choice wins: after a manual "low" the monitor never
 raises quality, after a manual "high" it may lower it again when the link
 is poor (a fair trade for a call that keeps going). Every change is counted
 (``gatewayd_quality_changes_total{direction}``) and reported through
@@ -26,7 +30,7 @@ from typing import Literal
 from gateway import metrics
 from gateway.clock import Clock
 
-Mode = Literal["high", "low"]
+Mode = Literal["high", "low", "audio"]
 
 DOWN_BPS = 300_000
 DOWN_AFTER = 4.0
@@ -37,6 +41,11 @@ STEADY_BPS = 250_000
 UP_AFTER = 15.0
 MAX_UP_AFTER = 120.0
 PROBE_FAILS_WITHIN = 10.0
+#: Even data saving too much: below this for ``AUDIO_AFTER`` seconds, audio only.
+AUDIO_BPS = 100_000
+AUDIO_AFTER = 6.0
+#: Seconds of audio only before video is tried again (doubling after a failure).
+AUDIO_RETRY = 20.0
 
 
 class QualityMonitor:
@@ -53,6 +62,10 @@ class QualityMonitor:
         self._steady_since: float | None = None
         self._raised_at: float | None = None
         self._first_at: float | None = None
+        self.audio_wait = AUDIO_RETRY
+        self._poor_since: float | None = None
+        self._audio_since = 0.0
+        self._video_back_at: float | None = None
 
     def estimate(self, bps: int) -> None:
         """One bandwidth estimate of the browser (bit/s)."""
@@ -63,8 +76,15 @@ class QualityMonitor:
             return
         if self.mode == "high":
             self._while_high(bps, now)
-        elif self.manual != "low":
+        elif self.mode == "low":
             self._while_low(bps, now)
+
+    def tick(self) -> None:
+        """Once a second or so: audio only ends by time, as no video means no estimates."""
+        now = self.clock.monotonic()
+        if self.mode == "audio" and now - self._audio_since >= self.audio_wait:
+            self._video_back_at = now
+            self._set("low", "auto", "up")
 
     def _while_high(self, bps: int, now: float) -> None:
         if bps >= DOWN_BPS:
@@ -82,6 +102,19 @@ class QualityMonitor:
         self._set("low", "auto", "down")
 
     def _while_low(self, bps: int, now: float) -> None:
+        if bps < AUDIO_BPS:
+            if self._poor_since is None:
+                self._poor_since = now
+            if now - self._poor_since >= AUDIO_AFTER:
+                back = self._video_back_at
+                failed = back is not None and now - back <= AUDIO_AFTER + PROBE_FAILS_WITHIN
+                self.audio_wait = min(MAX_UP_AFTER, self.audio_wait * 2) if failed else AUDIO_RETRY
+                self._audio_since, self._video_back_at = now, None
+                self._set("audio", "auto", "down")
+            return
+        self._poor_since = None
+        if self.manual == "low":
+            return
         if bps < STEADY_BPS:
             self._steady_since = None
             return
@@ -92,7 +125,7 @@ class QualityMonitor:
             self._raised_at = now
 
     def choose(self, mode: Mode) -> None:
-        """The user picked ``mode`` (the data-saving toggle)."""
+        """The user picked ``mode`` (the data-saving toggle: high or low)."""
         self.manual = mode
         self._raised_at = None
         self.up_wait = UP_AFTER
@@ -102,6 +135,6 @@ class QualityMonitor:
     def _set(self, mode: Mode, reason: str, direction: str) -> None:
         self.mode = mode
         self.changes += 1
-        self._below_since = self._steady_since = None
+        self._below_since = self._steady_since = self._poor_since = None
         metrics.QUALITY_CHANGES.labels(direction=direction).inc()
         self.on_change(mode, reason)

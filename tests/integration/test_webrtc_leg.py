@@ -285,3 +285,19 @@ async def test_closing_legs_leaks_nothing() -> None:
     assert _open_fds() == fds
     assert len(asyncio.all_tasks()) == tasks, asyncio.all_tasks()
     assert _threads() == threads  # decoder threads (the loop's executor may keep its own)
+
+
+async def test_audio_only_stops_the_video_to_a_browser_and_back(call: Call) -> None:
+    """A link too poor for video (quality mode "audio"): the leg sends no video, audio
+    goes on; when video is allowed again it returns (after a keyframe request)."""
+    peer_b = call.peer_b
+    await _until(lambda: peer_b.video_frames >= 10)
+    call.leg_b.video_paused = True
+    await asyncio.sleep(0.3)  # what was queued drains
+    frames, loud = peer_b.video_frames, peer_b.loud_audio_frames
+    await asyncio.sleep(1.0)
+    assert peer_b.video_frames <= frames + 1, "no video while audio only"
+    assert peer_b.loud_audio_frames > loud + 20, "audio goes on"
+    call.leg_b.video_paused = False
+    call.leg_a.request_keyframe("video")
+    await _until(lambda: peer_b.video_frames > frames + 10)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from gateway import metrics
 from gateway.clock import FakeClock
-from gateway.webrtc.quality import DOWN_AFTER, MAX_UP_AFTER, RAMP_UP, UP_AFTER, QualityMonitor
+from gateway.webrtc.quality import (
+    AUDIO_AFTER,
+    AUDIO_RETRY,
+    DOWN_AFTER,
+    MAX_UP_AFTER,
+    RAMP_UP,
+    UP_AFTER,
+    QualityMonitor,
+)
 
 
 class Rig:
@@ -70,3 +78,28 @@ def test_the_users_choice_wins() -> None:
     assert rig.changes[-1] == ("high", "manual")
     rig.feed(150_000, DOWN_AFTER + 1)
     assert rig.changes[-1] == ("low", "auto"), "a poor link still lowers a manual high"
+
+
+def test_a_link_too_poor_for_data_saving_falls_back_to_audio_and_video_returns() -> None:
+    rig = Rig()
+    rig.feed(150_000, DOWN_AFTER + 1)
+    assert rig.changes[-1] == ("low", "auto")
+    rig.feed(60_000, AUDIO_AFTER + 1)  # the switch comes within the last second fed
+    assert rig.changes[-1] == ("audio", "auto")
+    rig.clock.advance(AUDIO_RETRY - 2)
+    rig.monitor.tick()
+    assert rig.changes[-1] == ("audio", "auto"), "no video before the retry time"
+    rig.clock.advance(1.5)
+    rig.monitor.tick()
+    assert rig.changes[-1] == ("low", "auto"), "video is tried again"
+    rig.feed(60_000, AUDIO_AFTER + 1)  # still too poor: back to audio, a longer wait
+    assert rig.monitor.mode == "audio" and rig.monitor.audio_wait == 2 * AUDIO_RETRY
+    rig.monitor.choose("high")  # the user insists: the choice wins
+    assert rig.changes[-1] == ("high", "manual")
+
+
+def test_a_manual_low_still_falls_back_to_audio_on_a_very_poor_link() -> None:
+    rig = Rig()
+    rig.monitor.choose("low")
+    rig.feed(60_000, AUDIO_AFTER + 1)
+    assert rig.changes[-1] == ("audio", "auto")

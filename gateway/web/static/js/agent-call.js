@@ -23,6 +23,7 @@ function describe(status) {
     status.mic ? (status.muted ? t('status_mic_muted') : t('status_mic_on')) : t('status_mic_off'),
   ];
   if (status.quality === 'low') parts.push(t('status_quality_low'));
+  if (status.quality === 'audio') parts.push(t('status_quality_audio'));
   if (status.browser) parts.push(t('status_browser', { browser: status.browser, os: status.os || '' }));
   if (status.network) {
     parts.push(t('status_network', { rtt: status.network.rtt_ms ?? 0,

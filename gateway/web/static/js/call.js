@@ -234,6 +234,8 @@ export class Call extends EventTarget {
         settings.height && limits.max_height ? settings.height / limits.max_height : 1,
       );
       for (const encoding of params.encodings) {
+        // audio only (a link too poor for video): the encoder stops, the track stays
+        encoding.active = limits.mode !== 'audio';
         if (limits.max_kbps) encoding.maxBitrate = limits.max_kbps * 1000;
         if (limits.max_fps) encoding.maxFramerate = limits.max_fps;
         encoding.scaleResolutionDownBy = scale;

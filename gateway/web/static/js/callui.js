@@ -93,7 +93,10 @@ export class CallUi {
       announce(e.detail.on ? t('remote_screen_on') : t('remote_screen_off'));
     });
     call.addEventListener('limits', (e) => {
-      this.el('call-quality').textContent = e.detail.mode === 'low' ? t('limits', { kbps: e.detail.max_kbps }) : '';
+      const mode = e.detail.mode;
+      const text = { low: t('limits', { kbps: e.detail.max_kbps }), audio: t('quality_audio_only') };
+      this.el('call-quality').textContent = text[mode] || '';
+      if (mode === 'audio') announce(t('quality_audio_only'));
     });
   }
 

@@ -18,7 +18,7 @@ function deviceStatus(network) {
   const stream = media.stream;
   const mic = Boolean(stream && stream.getAudioTracks().some((tr) => tr.readyState === 'live'));
   const camera = Boolean(stream && stream.getVideoTracks().some((tr) => tr.readyState === 'live'));
-  const quality = call && call.limits && call.limits.mode === 'low' ? 'low' : 'high';
+  const quality = (call && call.limits && call.limits.mode) || 'high';
   return { camera, mic, muted: call ? call.audioMuted : false, quality, ...browserInfo(),
     network: network || { rtt_ms: 0, loss: 0, kbps: 0 } };
 }
