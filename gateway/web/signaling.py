@@ -316,6 +316,7 @@ class SignalingSession:
             self.leg.on_state.append(self._leg_state)
             self.leg.set_receive_cap(self.receive_cap)
             self.leg.on_bitrate_estimate(self._estimated)
+            self.leg.on_loss_report(self._lost)
             self.leg.video_paused = self.monitor.mode == "audio"
             if self._ticking is None:
                 self._ticking = asyncio.get_running_loop().call_later(1.0, self._tick)
@@ -325,6 +326,10 @@ class SignalingSession:
     def _tick(self) -> None:
         self._ticking = asyncio.get_running_loop().call_later(1.0, self._tick)
         self.monitor.tick()
+
+    def _lost(self, slot: str, fraction: float) -> None:
+        if slot == "video" and self.test_call is None:
+            self.monitor.loss(fraction)
 
     def _estimated(self, slot: str, bps: int) -> None:
         if slot == "video" and self.test_call is None:

@@ -40,7 +40,14 @@ from aiortc.codecs.base import Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpSrPacket,
+    RtpPacket,
+    pack_remb_fci,
+)
 
 from gateway import metrics
 
@@ -305,6 +312,21 @@ def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> N
         callback()
 
     setattr(sender, "_send_keyframe", send_keyframe)  # noqa: B010
+
+
+def on_receiver_report(sender: RTCRtpSender, callback: Callable[[float], None]) -> None:
+    """Call ``callback(fraction_lost)`` (0.0-1.0) for every RTCP receiver report block
+    the remote peer sends about ``sender``'s stream, after aiortc has read it."""
+    original = sender._handle_rtcp_packet
+
+    async def handle_rtcp_packet(packet: Any) -> None:
+        await original(packet)
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == sender._ssrc:
+                    callback(report.fraction_lost / 256)
+
+    setattr(sender, "_handle_rtcp_packet", handle_rtcp_packet)  # noqa: B010
 
 
 def negotiated_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters | None:

@@ -172,6 +172,7 @@ class WebRtcLeg:
         self._keyframe_listeners: list[SlotCallback] = []
         self._bitrate_listeners: list[Callable[[str, int], None]] = []
         self._cap_listeners: list[CapCallback] = []
+        self._loss_listeners: list[Callable[[str, float], None]] = []
         self._pc: RTCPeerConnection | None = None
         self._transceivers: dict[str, RTCRtpTransceiver] = {}
         self._tracks: dict[str, internals.PassthroughTrack] = {}
@@ -417,6 +418,13 @@ class WebRtcLeg:
         listeners.append(callback)
         return lambda: listeners.remove(callback) if callback in listeners else None
 
+    def on_loss_report(self, callback: Callable[[str, float], None]) -> Callable[[], None]:
+        """``callback(slot, fraction_lost)`` for every receiver report the browser sends
+        about what we send it; returns the remover."""
+        listeners = self._loss_listeners
+        listeners.append(callback)
+        return lambda: listeners.remove(callback) if callback in listeners else None
+
     def set_receive_cap(self, bitrate: int | None) -> None:
         """At most ``bitrate`` bit/s of video should reach this browser (None: no cap)."""
         self.receive_cap = bitrate
@@ -470,6 +478,7 @@ class WebRtcLeg:
             transceiver.sender, lambda bps: self._bitrate_estimated(slot, bps)
         )
         internals.on_keyframe_request(transceiver.sender, lambda: self._keyframe_asked(slot))
+        internals.on_receiver_report(transceiver.sender, lambda lost: self._reported(slot, lost))
         self._transceivers[slot] = transceiver
         self._tracks[slot] = track
         self._hooks[slot] = internals.ReceiverHook(
@@ -500,6 +509,10 @@ class WebRtcLeg:
     def _bitrate_estimated(self, slot: str, bitrate: int) -> None:
         for callback in list(self._bitrate_listeners):
             callback(slot, bitrate)
+
+    def _reported(self, slot: str, lost: float) -> None:
+        for callback in list(self._loss_listeners):
+            callback(slot, lost)
 
     def _keyframe_asked(self, slot: str) -> None:
         for callback in list(self._keyframe_listeners):

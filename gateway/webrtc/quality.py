@@ -2,7 +2,9 @@
 
 Sans-IO, on an injected clock. The input is what the browser says it can
 receive: its bandwidth estimates for our video (RTCP REMB, several a
-second). Below ``DOWN_BPS`` for ``DOWN_AFTER`` seconds the participant goes
+second), and the loss it reports about our video (RTCP receiver reports):
+sustained loss lowers quality like a low estimate does and holds upgrades.
+Below ``DOWN_BPS`` for ``DOWN_AFTER`` seconds the participant goes
 to data-saving ("low": 320x240, 15 fps, <= 200 kbit/s, the same limits as
 the manual toggle). Coming back needs a probe: a receiver's estimate
 cannot rise far above what it is sent (browsers cap it near 1.5 times the
@@ -46,6 +48,11 @@ AUDIO_BPS = 100_000
 AUDIO_AFTER = 6.0
 #: Seconds of audio only before video is tried again (doubling after a failure).
 AUDIO_RETRY = 20.0
+#: Loss the browser reports about our video (RTCP receiver reports): from this
+#: fraction on for ``DOWN_AFTER`` seconds data saving, from ``LOSS_AUDIO`` on for
+#: ``AUDIO_AFTER`` seconds audio only; any loss over ``LOSS_DOWN`` holds an upgrade.
+LOSS_DOWN = 0.10
+LOSS_AUDIO = 0.30
 
 
 class QualityMonitor:
@@ -66,6 +73,7 @@ class QualityMonitor:
         self._poor_since: float | None = None
         self._audio_since = 0.0
         self._video_back_at: float | None = None
+        self._lossy_since: float | None = None
 
     def estimate(self, bps: int) -> None:
         """One bandwidth estimate of the browser (bit/s)."""
@@ -78,6 +86,24 @@ class QualityMonitor:
             self._while_high(bps, now)
         elif self.mode == "low":
             self._while_low(bps, now)
+
+    def loss(self, fraction: float) -> None:
+        """The fraction (0-1) of our video the browser reported lost since its last report."""
+        now = self.clock.monotonic()
+        if self._first_at is None or now - self._first_at < RAMP_UP:
+            return
+        if fraction < LOSS_DOWN:
+            self._lossy_since = None
+            return
+        self._steady_since = None  # no upgrade while packets get lost
+        if self._lossy_since is None:
+            self._lossy_since = now
+        lasted = now - self._lossy_since
+        if self.mode == "high" and lasted >= DOWN_AFTER:
+            self._set("low", "auto", "down")
+        elif self.mode == "low" and fraction >= LOSS_AUDIO and lasted >= AUDIO_AFTER:
+            self._audio_since, self._video_back_at = now, None
+            self._set("audio", "auto", "down")
 
     def tick(self) -> None:
         """Once a second or so: audio only ends by time, as no video means no estimates."""
@@ -135,6 +161,6 @@ class QualityMonitor:
     def _set(self, mode: Mode, reason: str, direction: str) -> None:
         self.mode = mode
         self.changes += 1
-        self._below_since = self._steady_since = self._poor_since = None
+        self._below_since = self._steady_since = self._poor_since = self._lossy_since = None
         metrics.QUALITY_CHANGES.labels(direction=direction).inc()
         self.on_change(mode, reason)

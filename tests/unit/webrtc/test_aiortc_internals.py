@@ -82,6 +82,10 @@ def test_sender_internals(transceiver: RTCRtpTransceiver) -> None:
     assert _params(cls._send_keyframe) == ["self"]
     rtcp = inspect.getsource(cls._handle_rtcp_packet)
     assert "RTCP_PSFB_PLI" in rtcp and "self._send_keyframe()" in rtcp
+    # Receiver reports about our stream: read from packet.reports against self._ssrc.
+    assert _params(cls._handle_rtcp_packet) == ["self", "packet"]
+    assert "packet.reports" in rtcp and "x.ssrc == self._ssrc" in rtcp
+    assert "fractionLost=report.fraction_lost" in rtcp
     # REMB from the remote peer sets the encoder's target_bitrate when it has one.
     assert 'hasattr(self.__encoder, "target_bitrate")' in rtcp
     assert "self.__encoder.target_bitrate = bitrate" in rtcp
@@ -186,3 +190,19 @@ def test_keyframe_request_hook_keeps_aiortc_behaviour(transceiver: RTCRtpTransce
     sender._send_keyframe()
     assert asked == [1]
     assert getattr(sender, "_RTCRtpSender__force_keyframe") is True  # noqa: B009
+
+
+async def test_receiver_report_hook_gives_the_loss_of_our_stream(
+    transceiver: RTCRtpTransceiver,
+) -> None:
+    from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
+
+    sender = transceiver.sender
+    losses: list[float] = []
+    internals.on_receiver_report(sender, losses.append)
+    mine = RtcpReceiverInfo(ssrc=sender._ssrc, fraction_lost=64, packets_lost=10,
+                            highest_sequence=1, jitter=0, lsr=0, dlsr=0)  # fmt: skip
+    other = RtcpReceiverInfo(ssrc=sender._ssrc + 1, fraction_lost=128, packets_lost=1,
+                             highest_sequence=1, jitter=0, lsr=0, dlsr=0)  # fmt: skip
+    await sender._handle_rtcp_packet(RtcpRrPacket(ssrc=1, reports=[mine, other]))
+    assert losses == [0.25], "only our stream's block, as a fraction"

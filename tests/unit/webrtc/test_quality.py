@@ -103,3 +103,21 @@ def test_a_manual_low_still_falls_back_to_audio_on_a_very_poor_link() -> None:
     rig.monitor.choose("low")
     rig.feed(60_000, AUDIO_AFTER + 1)
     assert rig.changes[-1] == ("audio", "auto")
+
+
+def test_sustained_loss_lowers_quality_and_holds_upgrades() -> None:
+    rig = Rig()
+    for _ in range(round(DOWN_AFTER) + 1):  # a receiver report a second, 15 % lost
+        rig.monitor.loss(0.15)
+        rig.monitor.estimate(2_000_000)  # the estimate alone looks fine
+        rig.clock.advance(1)
+    assert rig.changes[-1] == ("low", "auto")
+    for _ in range(40):  # a steady estimate, but packets still get lost: no probe
+        rig.monitor.loss(0.12)
+        rig.monitor.estimate(280_000)
+        rig.clock.advance(1)
+    assert rig.changes[-1] == ("low", "auto")
+    for _ in range(round(AUDIO_AFTER) + 1):  # a third lost: audio only
+        rig.monitor.loss(0.35)
+        rig.clock.advance(1)
+    assert rig.changes[-1] == ("audio", "auto")
