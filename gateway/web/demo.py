@@ -12,6 +12,7 @@ import ipaddress
 import secrets
 
 from gateway.settings import Settings
+from gateway.settings_dialin import lobby_uri, room_uri
 from gateway.store.service import StoreService
 from gateway.web.api import citizen_url
 
@@ -62,6 +63,12 @@ class DemoService:
             f"  citizen link:  {citizen_url(base, token)}",
             f"  device test:   {base}/test",
         ]
+        room = room_uri(settings, appointment.sip_alias)
+        if room is not None:  # a SIP phone can join: by the room's address or the lobby
+            lines.append(f"  SIP dial-in:   {room}")
+            lobby = lobby_uri(settings)
+            if lobby is not None and appointment.pin is not None:
+                lines.append(f"  SIP lobby:     {lobby}  PIN: {appointment.pin}")
         self.printed = lines
         print("\n".join(lines), flush=True)
 

@@ -100,6 +100,9 @@ def demo(phones: Phones) -> Iterator[DemoDaemon]:
     try:
         match = re.search(r"user: demo\s+password: (\S+)", daemon.logs())
         assert match, daemon.logs()
+        # the demo tells how a phone joins its appointment, too
+        assert re.search(r"SIP dial-in: +sip:[a-z2-7]{10}@127\.0\.0\.1:\d+\n", daemon.logs())
+        assert re.search(r"SIP lobby: +sip:lobby@127\.0\.0\.1:\d+ +PIN: \d{6}\n", daemon.logs())
         yield DemoDaemon(daemon, match.group(1))
     finally:
         daemon.stop()
