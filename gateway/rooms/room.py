@@ -230,10 +230,13 @@ class Room:
         self._lobby_changed()
 
     def hangup(self, participant: Participant, reason: str = "hangup") -> None:
-        """End the call for everyone (an agent or the citizen), or just leave (anybody else)."""
+        """End the call for everyone (an agent or the admitted citizen), or just leave
+        (anybody else, and whoever is still waiting)."""
         if self.ended:
             return
-        if participant.role not in (Role.AGENT, Role.CITIZEN):
+        not_in_call = participant.presence is not Presence.ADMITTED
+        if not_in_call or participant.role not in (Role.AGENT, Role.CITIZEN):
+            # somebody still waiting, or not a party of the appointment: they just leave
             participant.send({"type": "ended", "reason": reason, "by": participant.role.value})
             self.leave(participant)
             return

@@ -1,6 +1,7 @@
 """Property test of the signaling socket (hypothesis): whatever a browser sends, the
 socket answers each bad frame with an ``error`` and stays usable (a frame over
-64 KiB closes it with 1009, "message too big"), and the server logs no exception.
+64 KiB closes it with 1009, "message too big"; a hang-up ends the call with
+``ended`` and a normal close), and the server logs no exception.
 
 Frames are drawn from every message type of docs/signaling.md with fields of any
 JSON shape (wrong types, missing, extra, huge, null), plus non-objects and broken
@@ -94,6 +95,11 @@ async def _burst(tmp_path: Path, sent: list[str], as_agent: bool) -> list[dict[s
             if too_big and frame.type is aiohttp.WSMsgType.CLOSE:
                 # an oversized frame is answered the WebSocket way: close 1009
                 assert frame.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG, frame
+                break
+            if frame.type is aiohttp.WSMsgType.CLOSE and any(
+                m.get("type") == "ended" for m in received
+            ):
+                assert frame.data == aiohttp.WSCloseCode.OK, frame  # a hang-up ends it
                 break
             assert frame.type is aiohttp.WSMsgType.TEXT, f"socket ended: {frame}"
             message = json.loads(frame.data)

@@ -151,3 +151,13 @@ def test_rooms_are_made_on_use_and_forgotten_when_empty() -> None:
     room.leave(participant)
     rooms.forget_if_empty(room)
     assert len(rooms) == 0
+
+
+def test_a_waiting_citizen_who_hangs_up_only_leaves(room: Room) -> None:
+    agent_inbox, citizen_inbox = Inbox(), Inbox()
+    room.join(Role.AGENT, agent_inbox.append)
+    citizen = room.join(Role.CITIZEN, citizen_inbox.append)
+    room.hangup(citizen)
+    assert citizen_inbox.types()[-1] == "ended"
+    assert not room.ended and "ended" not in agent_inbox.types()
+    assert agent_inbox[-1] == {"type": "lobby", "participants": [], "in_call": []}
