@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Collection
 from typing import Any
 
 from aiohttp import web
@@ -56,7 +57,8 @@ def dial_in(settings: Settings, appointment: Appointment) -> dict[str, str | Non
     return {"sip_uri": uri, "pin": appointment.pin if uri is not None else None}
 
 
-def _authorize(request: web.Request) -> None:
+def authorize(request: web.Request) -> None:
+    """A bearer token from ``api.tokens``, or 401 (404 while the REST API is off)."""
     tokens = request.app[SETTINGS]().api.tokens
     if not tokens:
         raise web.HTTPNotFound(
@@ -76,9 +78,13 @@ def _authorize(request: web.Request) -> None:
         )
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
+async def json_object(
+    request: web.Request, fields: Collection[str], *, empty_ok: bool = True
+) -> dict[str, Any]:
+    """The request's JSON object body with only ``fields`` in it (``{}`` for an empty
+    body when ``empty_ok``): 415 for another content type, 400 for anything else wrong."""
     body = await request.read()
-    if not body.strip():
+    if empty_ok and not body.strip():
         return {}
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(
@@ -90,7 +96,7 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
-    unknown = sorted(set(data) - _FIELDS)
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
     return data
@@ -99,8 +105,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 @routes.post("/api/v1/appointments")
 async def create_appointment(request: web.Request) -> web.Response:
     """Book an appointment; 201 with its links."""
-    _authorize(request)
-    data = await _json_object(request)
+    authorize(request)
+    data = await json_object(request, _FIELDS)
     settings = request.app[SETTINGS]()
     starts_at = parse_time(data["starts_at"]) if data.get("starts_at") is not None else None
     language = data.get("language")
@@ -129,7 +135,7 @@ async def create_appointment(request: web.Request) -> web.Response:
 @routes.get("/api/v1/appointments/{id}")
 async def get_appointment(request: web.Request) -> web.Response:
     """One appointment (never its citizen link: only the creation answer has it)."""
-    _authorize(request)
+    authorize(request)
     appointment = await request.app[STORE].appointments.get(request.match_info["id"][:64])
     settings = request.app[SETTINGS]()
     return web.json_response({**appointment.as_json(), **dial_in(settings, appointment)})

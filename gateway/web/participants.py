@@ -11,14 +11,13 @@ for the rest of /api/v1.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from gateway.errors import BadRequest
 from gateway.rooms.room import Role
-from gateway.web.api import _authorize
+from gateway.web.api import authorize, json_object
 from gateway.web.keys import DIALER
 
 routes = web.RouteTableDef()
@@ -27,25 +26,8 @@ _FIELDS = frozenset({"bridge", "uri", "role"})
 _PATH = "/api/v1/appointments/{id}/participants"
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(
-            text=json.dumps({"error": "send application/json"}), content_type="application/json"
-        )
-    try:
-        data = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    return data
-
-
 def parse_dial(data: dict[str, Any]) -> tuple[str, str, Role]:
     """``bridge``, ``uri`` and ``role`` of a dial request, checked."""
-    unknown = sorted(set(data) - _FIELDS)
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
     bridge, uri = data.get("bridge"), data.get("uri")
     if not isinstance(bridge, str) or not bridge or len(bridge) > 64:
         raise BadRequest("bridge: the name of a configured bridge")
@@ -65,8 +47,8 @@ def parse_dial(data: dict[str, Any]) -> tuple[str, str, Role]:
 @routes.post(_PATH)
 async def dial(request: web.Request) -> web.Response:
     """Dial a participant in; 202 while it rings."""
-    _authorize(request)
-    bridge, uri, role = parse_dial(await _body(request))
+    authorize(request)
+    bridge, uri, role = parse_dial(await json_object(request, _FIELDS, empty_ok=False))
     appointment_id = request.match_info["id"][:64]
     dial_id = await request.app[DIALER].dial(appointment_id, bridge, uri, role)
     state = request.app[DIALER].state(appointment_id, dial_id)
@@ -78,7 +60,7 @@ async def dial(request: web.Request) -> web.Response:
 @routes.get(_PATH + "/{dial}")
 async def dial_state(request: web.Request) -> web.Response:
     """Where a dial-out is."""
-    _authorize(request)
+    authorize(request)
     appointment_id, dial_id = request.match_info["id"][:64], request.match_info["dial"][:64]
     return web.json_response(request.app[DIALER].state(appointment_id, dial_id))
 
@@ -86,7 +68,7 @@ async def dial_state(request: web.Request) -> web.Response:
 @routes.delete(_PATH + "/{dial}")
 async def hang_up(request: web.Request) -> web.Response:
     """Cancel or hang up a dial-out; 204."""
-    _authorize(request)
+    authorize(request)
     appointment_id, dial_id = request.match_info["id"][:64], request.match_info["dial"][:64]
     await request.app[DIALER].cancel(appointment_id, dial_id)
     return web.Response(status=204)

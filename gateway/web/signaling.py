@@ -32,6 +32,7 @@ from gateway.store.appointments import LinkExpired, LinkNotYet, iso
 from gateway.web import auth
 from gateway.web.keys import CALLS, DIALER, SETTINGS, STORE, Dialer
 from gateway.webrtc.echo import Echo
+from gateway.webrtc.group import repeat
 from gateway.webrtc.ice import ice_servers
 from gateway.webrtc.leg import LegState, WebRtcLeg
 from gateway.webrtc.passthrough import Passthrough
@@ -140,7 +141,7 @@ class SignalingSession:
         self.receive_cap: int | None = None  # bit/s of video this browser is sent at most
         self.test_call: TestCall | None = None
         self.monitor = QualityMonitor(clock, self._quality_changed)
-        self._ticking: asyncio.TimerHandle | None = None
+        self._ticking: Callable[[], None] | None = None  # stops the monitor's clock
         self._bucket = _Bucket(clock)
 
     # --- the socket ------------------------------------------------------------------------
@@ -319,13 +320,9 @@ class SignalingSession:
             self.leg.on_loss_report(self._lost)
             self.leg.video_paused = self.monitor.mode == "audio"
             if self._ticking is None:
-                self._ticking = asyncio.get_running_loop().call_later(1.0, self._tick)
+                self._ticking = repeat(1.0, self.monitor.tick)
         answer = await self.leg.accept_offer(sdp)
         self.send({"type": "answer", "sdp": answer})
-
-    def _tick(self) -> None:
-        self._ticking = asyncio.get_running_loop().call_later(1.0, self._tick)
-        self.monitor.tick()
 
     def _lost(self, slot: str, fraction: float) -> None:
         if slot == "video" and self.test_call is None:
@@ -473,7 +470,7 @@ class SignalingSession:
     # --- the end ---------------------------------------------------------------------------------
     async def _cleanup(self) -> None:
         if self._ticking is not None:
-            self._ticking.cancel()
+            self._ticking()
             self._ticking = None
         # The bookkeeping first and without awaiting: aiohttp may cancel the
         # handler once the browser's connection is gone.

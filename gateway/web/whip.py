@@ -40,7 +40,7 @@ from gateway.errors import BadRequest, Busy, GatewayError, NotFound, Unavailable
 from gateway.log import get_logger
 from gateway.rooms.directory import RoomDirectory
 from gateway.rooms.room import Message, Participant, Role
-from gateway.web.api import _authorize
+from gateway.web.api import authorize
 from gateway.web.keys import CALLS, SETTINGS, SettingsGetter
 from gateway.webrtc.ice import ice_servers
 from gateway.webrtc.leg import LegState, WebRtcLeg
@@ -333,7 +333,7 @@ def _links(request: web.Request, user: str, now: float) -> list[str]:
 @routes.post(_ENDPOINT)
 async def create_session(request: web.Request) -> web.StreamResponse:
     """A WHIP publisher's or WHEP viewer's offer: 201 with the answer."""
-    _authorize(request)
+    authorize(request)
     kind, appointment_id = request.match_info["kind"], request.match_info["appointment_id"][:64]
     offer = await _body(request, SDP)
     sessions = request.app[SESSIONS]
@@ -350,7 +350,7 @@ async def create_session(request: web.Request) -> web.StreamResponse:
 @routes.patch(_RESOURCE)
 async def patch_session(request: web.Request) -> web.StreamResponse:
     """Trickled candidates: 204; an ICE restart: 422."""
-    _authorize(request)
+    authorize(request)
     session = _session(request)
     body = await _body(request, SDPFRAG)
     await request.app[SESSIONS].trickle(session, body, request.headers.get("If-Match"))
@@ -360,7 +360,7 @@ async def patch_session(request: web.Request) -> web.StreamResponse:
 @routes.delete(_RESOURCE)
 async def delete_session(request: web.Request) -> web.StreamResponse:
     """Leave the room."""
-    _authorize(request)
+    authorize(request)
     session = _session(request)
     await request.app[SESSIONS].end(session, "deleted")
     return _cors(web.Response(status=200))

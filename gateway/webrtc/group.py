@@ -52,44 +52,49 @@ def stream_of(leg: Any, kind: str, ports: list[WebRtcPort]) -> RoutedStream | No
     return stream
 
 
-def periodic_keyframes(route: Route, every: float = KEYFRAME_EVERY) -> Callable[[], None]:
-    """A keyframe on ``route`` every ``every`` seconds, for SIP peers that never ask
-    (a room system that joins late or drops a packet would wait for the next
-    keyframe forever); returns the stop function."""
+def repeat(seconds: float, action: Callable[[], None], *, now: bool = False) -> Callable[[], None]:
+    """Run ``action`` every ``seconds`` on the running loop (also at once when ``now``);
+    returns the stop function."""
     loop = asyncio.get_running_loop()
     handle: asyncio.TimerHandle | None = None
 
     def tick() -> None:
         nonlocal handle
-        route.keyframe_requested()
-        handle = loop.call_later(every, tick)
+        action()
+        handle = loop.call_later(seconds, tick)
 
-    handle = loop.call_later(every, tick)
+    if now:
+        tick()
+    else:
+        handle = loop.call_later(seconds, tick)
     return lambda: handle.cancel() if handle is not None else None
+
+
+def periodic_keyframes(route: Route, every: float = KEYFRAME_EVERY) -> Callable[[], None]:
+    """A keyframe on ``route`` every ``every`` seconds, for SIP peers that never ask (a room
+    system that joins late or drops a packet would wait for the next keyframe
+    forever); returns the stop function."""
+    return repeat(every, route.keyframe_requested)
 
 
 def bandwidth_cap(port: RtpPort, sink: RtpPort, every: float = 5.0) -> Callable[[], None]:
     """Keep a browser's video to ``sink`` under the bandwidth ``sink`` declared (b=TIAS/AS):
-    a REMB with that value now and every ``every`` seconds (nothing when it declared
-    none or ``port`` is no browser's); returns the stop function."""
+    a REMB with that value now and every ``every`` seconds (nothing when it declared none or
+    ``port`` is no browser's); returns the stop function."""
     negotiated = sink.negotiated
     limit = negotiated.remote_bandwidth if negotiated is not None else None
     if not limit or not isinstance(port, WebRtcPort):
-        return _nothing
+        return nothing
     leg, slot = port.leg, port.slot
-    loop = asyncio.get_running_loop()
-    handle: asyncio.TimerHandle | None = None
 
-    def tick() -> None:
-        nonlocal handle
+    def tell() -> None:
         leg.send_bitrate_estimate(slot, limit)
-        handle = loop.call_later(every, tick)
 
-    tick()
-    return lambda: handle.cancel() if handle is not None else None
+    return repeat(every, tell, now=True)
 
 
-def _nothing() -> None:
+def nothing() -> None:
+    """The stop function of what was never started."""
     return None
 
 

@@ -26,7 +26,13 @@ from typing import Any, Protocol
 
 from gateway.log import get_logger
 from gateway.media.router import RoutedStream, Router, RtpPort
-from gateway.webrtc.group import GroupMedia, bandwidth_cap, periodic_keyframes, stream_of
+from gateway.webrtc.group import (
+    GroupMedia,
+    bandwidth_cap,
+    nothing,
+    periodic_keyframes,
+    stream_of,
+)
 from gateway.webrtc.leg import WebRtcLeg
 from gateway.webrtc.passthrough import Passthrough
 from gateway.webrtc.port import WebRtcPort
@@ -58,7 +64,7 @@ class MediaLinker:
             return Passthrough(a, b).close
         if self.router is None:
             log.warning("media: no router on this node, legs not linked")
-            return _nothing
+            return nothing
         router = self.router
         ports: list[WebRtcPort] = []
         streams: list[RoutedStream] = []
@@ -104,7 +110,7 @@ class MediaLinker:
         """The room's ``group`` for three legs or more; returns the undo function."""
         if self.router is None:
             log.warning("media: no router on this node, legs not linked")
-            return _nothing
+            return nothing
         return GroupMedia(self.router, legs).close
 
 
@@ -117,7 +123,3 @@ def _same_audio(a: WebRtcLeg, b: WebRtcLeg) -> None:
         for leg, codec in codecs.items():
             if codec != "opus":
                 leg.prefer("audio", "opus")
-
-
-def _nothing() -> None:
-    return None

@@ -112,6 +112,17 @@ def metric(demo: DemoDaemon, name: str, **labels: str) -> float:
     return float(match.group(1))
 
 
+def create_appointment(agent: Page, demo: DemoDaemon) -> str:
+    """The demo agent logs in (English) and creates an appointment; returns the citizen
+    link, with the agent's page on the "appointment created" page."""
+    agent.goto(f"{demo.base}/agent/login?lang=en")
+    agent.get_by_label("User name").fill("demo")
+    agent.get_by_label("Password").fill(demo.password)
+    agent.get_by_role("button", name="Sign in").click()
+    agent.get_by_role("button", name="Create appointment").click()
+    return agent.locator("#citizen-link").input_value()
+
+
 class Checked:
     """A page whose CSP violations and script errors are collected."""
 

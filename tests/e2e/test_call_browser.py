@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.e2e.conftest import Checked, DemoDaemon, metric
+from tests.e2e.conftest import Checked, DemoDaemon, create_appointment, metric
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -117,12 +117,7 @@ def appointment(browser: Browser, demo: DemoDaemon, axe_source: str) -> Iterator
     agent_context, citizen_context = _context(browser), _context(browser)
     agent_checked = Checked(agent_context.new_page(), axe_source)
     agent = agent_checked.page
-    agent.goto(f"{demo.base}/agent/login?lang=en")
-    agent.get_by_label("User name").fill("demo")
-    agent.get_by_label("Password").fill(demo.password)
-    agent.get_by_role("button", name="Sign in").click()
-    agent.get_by_role("button", name="Create appointment").click()
-    link = agent.locator("#citizen-link").input_value()
+    link = create_appointment(agent, demo)
     agent.get_by_role("link", name=re.compile("this appointment's call")).click()
     expect(agent.locator("#lobby-empty")).to_be_visible()
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import Checked, DemoDaemon, metric
+from tests.e2e.conftest import Checked, DemoDaemon, create_appointment, metric
 from tests.e2e.test_call_browser import BRIGHTNESS, KEEP_PEER_CONNECTIONS, inbound, until
 from tests.support.baresip import Baresip, dominant_frequency
 from tests.support.daemon import start_daemon
@@ -175,12 +175,7 @@ def test_a_phone_dials_in_by_room_address_and_all_three_hear_it(
     the agent admits it: a group of three, both browsers hear the phone's tone."""
     agent_context, citizen_context = browser.new_context(), browser.new_context()
     agent = agent_context.new_page()
-    agent.goto(f"{demo.base}/agent/login?lang=en")
-    agent.get_by_label("User name").fill("demo")
-    agent.get_by_label("Password").fill(demo.password)
-    agent.get_by_role("button", name="Sign in").click()
-    agent.get_by_role("button", name="Create appointment").click()
-    link = agent.locator("#citizen-link").input_value()
+    link = create_appointment(agent, demo)
     room_uri = agent.locator("#dial-in-uri").input_value()
     alias = re.fullmatch(r"sip:([a-z2-7]+)@.*", room_uri)
     assert alias, room_uri
@@ -290,10 +285,6 @@ def frames_shown(ua: Baresip) -> int:
 
 
 def _log_in_and_open_a_call(agent: Page, demo: DemoDaemon) -> None:
-    agent.goto(f"{demo.base}/agent/login?lang=en")
-    agent.get_by_label("User name").fill("demo")
-    agent.get_by_label("Password").fill(demo.password)
-    agent.get_by_role("button", name="Sign in").click()
-    agent.get_by_role("button", name="Create appointment").click()
+    create_appointment(agent, demo)
     agent.get_by_role("link", name=re.compile("this appointment's call")).click()
     expect(agent.locator("#dial-out")).to_be_visible(timeout=15000)

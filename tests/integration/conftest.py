@@ -15,10 +15,13 @@ from typing import Any, Protocol
 
 import pytest
 
+from bridges.service import BridgeService
 from bridges.sip.endpoint import SipEndpoint
 from gateway.calls import CallRegistry
+from gateway.media.rtp_transport import RtpPortAllocator
 from gateway.settings import load_settings
 from mediacodecs.executor import MediaExecutor
+from tests.support.aio import wait_for
 from tests.support.baresip import BARESIP, Baresip
 from tests.support.kamailio import KAMAILIO, KamailioServer
 from tests.support.net import free_port
@@ -130,3 +133,12 @@ async def sip() -> AsyncIterator[SipEndpoint]:
     await endpoint.start(settings)
     yield endpoint
     await endpoint.stop()
+
+
+@pytest.fixture
+async def service(sip: SipEndpoint) -> AsyncIterator[BridgeService]:
+    """The bridges on ``sip`` (start them with settings); their calls end at teardown."""
+    bridges = BridgeService(sip, RtpPortAllocator(43000, 43999))
+    yield bridges
+    await bridges.stop()
+    await wait_for(lambda: sip.calls.active == 0, timeout=5)

@@ -50,8 +50,10 @@ def bridge_yaml(name: str, proxy: KamailioServer, **options: object) -> str:
     )
 
 
-def settings_for(*bridges: str) -> Settings:
-    text = "media: {address: 127.0.0.1, rtp_timeout: 10}\nbridges:\n" + "".join(bridges)
+def settings_for(*bridges: str, rtp_timeout: int = 10) -> Settings:
+    text = f"media: {{address: 127.0.0.1, rtp_timeout: {rtp_timeout}}}\nbridges:\n" + "".join(
+        bridges
+    )
     return load_settings(text, environ={"GW_PW": USERS["gw"]})
 
 

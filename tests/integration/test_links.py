@@ -9,16 +9,13 @@ frequency. Unlinking stops the media and leaves no route behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
 from bridges.service import BridgeService
 from bridges.sip.bridge import SipParticipant
-from bridges.sip.endpoint import SipEndpoint
 from gateway.media.router import Router
-from gateway.media.rtp_transport import RtpPortAllocator
-from gateway.settings import WebRtcSettings
 from gateway.webrtc.group import GroupMedia
 from gateway.webrtc.leg import WebRtcLeg
 from gateway.webrtc.links import MediaLinker
@@ -28,19 +25,9 @@ from tests.integration.test_bridge_sip import USERS, bridge_yaml, settings_for
 from tests.support.aio import in_thread, wait_for
 from tests.support.baresip import Baresip, dominant_frequency
 from tests.support.kamailio import KamailioServer
-from tests.support.webrtc import BrowserPeer, peer_to_answering_leg
+from tests.support.webrtc import LEG_SETTINGS, BrowserPeer, peer_to_answering_leg
 
 pytestmark = pytest.mark.integration
-
-WEBRTC = WebRtcSettings(ice_addresses=["127.0.0.1"], connect_timeout=15)
-
-
-@pytest.fixture
-async def service(sip: SipEndpoint) -> AsyncIterator[BridgeService]:
-    bridges = BridgeService(sip, RtpPortAllocator(43000, 43999))
-    yield bridges
-    await bridges.stop()
-    await wait_for(lambda: sip.calls.active == 0, timeout=5)
 
 
 async def test_browser_and_sip_phone_hear_each_other_through_the_router(
@@ -53,7 +40,7 @@ async def test_browser_and_sip_phone_hear_each_other_through_the_router(
     bob = baresip("bob", registrar=proxy.address, password=USERS["bob"], codecs=("PCMU",))
     await service.start(settings_for(bridge_yaml("desk", proxy)))
     peer = BrowserPeer(video=False)
-    leg = WebRtcLeg(WEBRTC, slots=("audio",))
+    leg = WebRtcLeg(LEG_SETTINGS, slots=("audio",))
     await peer_to_answering_leg(peer, leg)
     await asyncio.wait_for(leg.connected.wait(), 15)
     phone = await service.registry.dial("desk", "ext-bob", "interpreter")
@@ -113,7 +100,7 @@ async def test_three_parties_each_hear_the_other_two_and_see_a_speaker(
     bob = baresip("bob", registrar=proxy.address, password=USERS["bob"], codecs=("PCMU",))
     await service.start(settings_for(bridge_yaml("desk", proxy)))
     peers = [BrowserPeer(tone_hz=440), BrowserPeer(tone_hz=700)]
-    legs = [WebRtcLeg(WEBRTC), WebRtcLeg(WEBRTC)]
+    legs = [WebRtcLeg(LEG_SETTINGS), WebRtcLeg(LEG_SETTINGS)]
     for peer, leg in zip(peers, legs, strict=True):
         await peer_to_answering_leg(peer, leg)
     await asyncio.wait_for(asyncio.gather(*(leg.connected.wait() for leg in legs)), 15)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,44 +23,26 @@ from bridges.base import DialState
 from bridges.dialout import RoomDialer
 from bridges.service import BridgeService
 from bridges.sip.bridge import SipParticipant
-from bridges.sip.endpoint import SipEndpoint
 from gateway.clock import SystemClock
 from gateway.media.router import Router
-from gateway.media.rtp_transport import RtpPortAllocator
 from gateway.media.stream import MediaStream
 from gateway.rooms.directory import RoomDirectory
 from gateway.rooms.room import Role, Rooms
-from gateway.settings import Settings, WebRtcSettings, load_settings
 from gateway.webrtc.leg import WebRtcLeg
 from gateway.webrtc.links import MediaLinker
 from mediacodecs.executor import MediaExecutor
-from tests.integration.test_bridge_sip import USERS, bridge_yaml
+from tests.integration.test_bridge_sip import USERS, bridge_yaml, settings_for
 from tests.integration.test_media_video import frames_displayed, video_stats
 from tests.support.aio import in_thread, wait_for
 from tests.support.baresip import Baresip
 from tests.support.kamailio import KamailioServer
-from tests.support.webrtc import BrowserPeer, peer_to_answering_leg
+from tests.support.webrtc import LEG_SETTINGS, BrowserPeer, peer_to_answering_leg
 
 pytestmark = pytest.mark.integration
 
-WEBRTC = WebRtcSettings(ice_addresses=["127.0.0.1"], connect_timeout=15)
-
-
-def settings(bridge: str, rtp_timeout: int = 10) -> Settings:
-    text = f"media: {{address: 127.0.0.1, rtp_timeout: {rtp_timeout}}}\nbridges:\n{bridge}"
-    return load_settings(text, environ={"GW_PW": USERS["gw"]})
-
-
-@pytest.fixture
-async def service(sip: SipEndpoint) -> AsyncIterator[BridgeService]:
-    bridges = BridgeService(sip, RtpPortAllocator(44000, 44999))
-    yield bridges
-    await bridges.stop()
-    await wait_for(lambda: sip.calls.active == 0, timeout=5)
-
 
 async def _browser(**options: Any) -> tuple[BrowserPeer, WebRtcLeg]:
-    peer, leg = BrowserPeer(**options), WebRtcLeg(WEBRTC)
+    peer, leg = BrowserPeer(**options), WebRtcLeg(LEG_SETTINGS)
     await peer_to_answering_leg(peer, leg)
     await asyncio.wait_for(leg.connected.wait(), 15)
     return peer, leg
@@ -83,7 +65,7 @@ async def test_video_between_a_browser_and_a_sip_room_system(
         video=baresip_video,
     )  # fmt: skip
     codecs = f"{{audio: [PCMU], video: [{codec}]}}"
-    await service.start(settings(bridge_yaml("room", proxy, codecs=codecs)))
+    await service.start(settings_for(bridge_yaml("room", proxy, codecs=codecs)))
     peer, leg = await _browser()
     phone = await service.registry.dial("room", "ext-bob", "guest")
     assert await phone.wait_answered(timeout=10), phone.history
@@ -112,7 +94,7 @@ async def test_hold_and_resume_from_the_phone(
 ) -> None:
     proxy = kamailio(USERS)
     bob = baresip("bob", registrar=proxy.address, password=USERS["bob"], codecs=("PCMU",))
-    await service.start(settings(bridge_yaml("desk", proxy)))
+    await service.start(settings_for(bridge_yaml("desk", proxy)))
     peer, leg = await _browser(video=False)
     phone = await service.registry.dial("desk", "ext-bob", "guest")
     assert await phone.wait_answered(timeout=10)
@@ -147,7 +129,7 @@ async def test_a_vanished_phone_leaves_and_the_browsers_talk_on(
 ) -> None:
     proxy = kamailio(USERS)
     bob = baresip("bob", registrar=proxy.address, password=USERS["bob"], codecs=("PCMU",))
-    await service.start(settings(bridge_yaml("desk", proxy), rtp_timeout=3))
+    await service.start(settings_for(bridge_yaml("desk", proxy), rtp_timeout=3))
     linker = MediaLinker(Router(executor))
     rooms = Rooms(SystemClock(), linker, linker.group)
 
@@ -208,7 +190,7 @@ async def test_a_shared_screen_replaces_the_camera_for_a_sip_room_system(
         "bob", registrar=proxy.address, password=USERS["bob"], codecs=("PCMU",), video="vp8"
     )
     codecs = "{audio: [PCMU], video: [VP8]}"
-    await service.start(settings(bridge_yaml("room", proxy, codecs=codecs)))
+    await service.start(settings_for(bridge_yaml("room", proxy, codecs=codecs)))
     peer, leg = await _browser(screen=True)
     assert leg.attached() == ["audio", "video", "screen"]
     phone = await service.registry.dial("room", "ext-bob", "guest")

@@ -26,10 +26,15 @@ from aiortc.mediastreams import (
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 
+from gateway.settings import WebRtcSettings
 from gateway.webrtc import aiortc_internals as internals
 from gateway.webrtc.leg import WebRtcLeg
 
 LOOPBACK = ["127.0.0.1"]
+
+
+#: A gateway leg's settings in tests: ICE on loopback only, a connect timeout for slow CI.
+LEG_SETTINGS = WebRtcSettings(ice_addresses=LOOPBACK, connect_timeout=15)
 
 
 class PatternTrack(VideoStreamTrack):
