@@ -19,11 +19,18 @@ as CBR (VBV max rate == bitrate), and then only downwards from that start
 ceiling (``max_bitrate``) and is retargeted below it at once; any rate up
 to the ceiling then changes without a keyframe, above it the encoder is
 reopened with a higher ceiling (one keyframe).
+
+Parameter sets out of band: some room systems send SPS and PPS only in the
+SDP (``sprop-parameter-sets``, RFC 6184 section 8.1), never in the RTP
+stream. ``H264Decoder`` takes them as Annex B extradata, which FFmpeg's
+``h264`` decoder reads when it opens, before the first access unit.
 """
 
 from __future__ import annotations
 
+import base64
 import struct
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Literal
 
@@ -32,6 +39,7 @@ from aiortc.codecs.h264 import H264Encoder as _AiortcH264Encoder
 from aiortc.codecs.h264 import H264PayloadDescriptor
 from av.video.codeccontext import VideoCodecContext
 
+from gateway.log import get_logger
 from mediacodecs.video import (
     MTU_PAYLOAD,
     VIDEO_CLOCK,
@@ -48,10 +56,15 @@ MAX_BITRATE = 8_000_000
 PROFILE_LEVEL_ID = "42e01f"  # Constrained Baseline, level 3.1, as we announce it
 
 _NAL_IDR = 5
+_NAL_SPS = 7
+_NAL_PPS = 8
 _NAL_STAP_A = 24
 _NAL_FU_A = 28
 _NAL_SLICES = frozenset({1, _NAL_IDR})
-_NAL_AU_STARTERS = frozenset({6, 7, 8, 9})  # SEI, SPS, PPS, access unit delimiter
+_NAL_AU_STARTERS = frozenset({6, _NAL_SPS, _NAL_PPS, 9})  # SEI, SPS, PPS, access unit delimiter
+_ANNEX_B_START = b"\x00\x00\x00\x01"
+
+_log = get_logger("mediacodecs.h264")
 
 
 def _starts_access_unit(nal_type: int, first_payload_byte: int) -> bool:
@@ -100,6 +113,29 @@ def h264_packetize(access_unit: bytes, mode: PacketizationMode) -> list[bytes]:
         return [unit for unit in nal_units if unit]
     payloads: list[bytes] = _AiortcH264Encoder._packetize(nal_units)
     return payloads
+
+
+def parse_sprop_parameter_sets(value: str | None) -> list[bytes]:
+    """The NAL units of an fmtp ``sprop-parameter-sets`` value (comma-separated
+    base64, RFC 6184 section 8.1). An item that is not base64 or not an SPS
+    or PPS is left out with a log line: the stream may still carry its
+    parameter sets in band, so a bad SDP parameter must not stop decoding."""
+    units = []
+    for item in (value or "").split(","):
+        text = item.strip()
+        if not text:
+            continue
+        try:
+            # Some senders leave out the padding; restoring it costs nothing.
+            unit = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except ValueError as error:  # binascii.Error, or not ASCII
+            _log.warning("h264 sprop-parameter-sets item ignored", reason=str(error))
+            continue
+        if not unit or unit[0] & 0x1F not in (_NAL_SPS, _NAL_PPS):
+            _log.warning("h264 sprop-parameter-sets item ignored", reason="not an SPS or PPS")
+            continue
+        units.append(unit)
+    return units
 
 
 class H264Encoder(RtpVideoEncoder):
@@ -209,7 +245,16 @@ class H264Encoder(RtpVideoEncoder):
 
 
 class H264Decoder(RtpVideoDecoder):
-    """RFC 6184 payloads (modes 0 and 1) to frames with FFmpeg's ``h264`` decoder."""
+    """RFC 6184 payloads (modes 0 and 1) to frames with FFmpeg's ``h264`` decoder.
 
-    def __init__(self) -> None:
+    ``parameter_sets`` are SPS/PPS NAL units from the SDP (see
+    ``parse_sprop_parameter_sets``); in-band ones that arrive later replace them.
+    """
+
+    def __init__(self, parameter_sets: Sequence[bytes] = ()) -> None:
         super().__init__("h264", h264_depacketize)
+        self.parameter_sets = tuple(parameter_sets)
+        if self.parameter_sets:
+            # Read by avcodec_open2, which PyAV calls at the first decode; the
+            # context is never reopened, so they hold for the whole stream.
+            self._codec.extradata = b"".join(_ANNEX_B_START + unit for unit in self.parameter_sets)

@@ -23,7 +23,12 @@ from mediacodecs.base import AudioDecoder, AudioEncoder, CodecError, MediaKind, 
 from mediacodecs.base import VideoEncoder as VideoEncoderProtocol
 from mediacodecs.g711 import G711Decoder, G711Encoder
 from mediacodecs.g722 import G722Decoder, G722Encoder
-from mediacodecs.h264 import H264Decoder, H264Encoder, PacketizationMode
+from mediacodecs.h264 import (
+    H264Decoder,
+    H264Encoder,
+    PacketizationMode,
+    parse_sprop_parameter_sets,
+)
 from mediacodecs.opus import (
     DECODER_RATES,
     PCM_RATES,
@@ -247,13 +252,18 @@ def create_audio_encoder(
 
 
 def create_video_decoder(codec: CodecDescription) -> VideoDecoder:
-    """A decoder for ``codec`` (VP8, or H.264 in packetization-mode 0 or 1)."""
+    """A decoder for ``codec`` (VP8, or H.264 in packetization-mode 0 or 1).
+
+    ``codec`` is what the sender described: an H.264 sender's
+    ``sprop-parameter-sets`` go to the decoder, for streams without in-band
+    SPS/PPS."""
     name = codec.name.lower()
     if name == "vp8":
         return Vp8Decoder()
     if name == "h264":
         h264_packetization_mode(codec)  # refuses mode 2
-        return H264Decoder()
+        sprop = fmtp_parameters(codec.fmtp).get("sprop-parameter-sets")
+        return H264Decoder(parse_sprop_parameter_sets(sprop))
     raise CodecError(f"no video decoder for {codec.name}")
 
 

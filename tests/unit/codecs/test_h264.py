@@ -1,13 +1,16 @@
 """H.264: packetization-mode 0 and 1 (single NAL, STAP-A, FU-A) round trips,
 quality at 320x240 and 640x480, keyframes on demand, bitrate changes
-without keyframes."""
+without keyframes, parameter sets given only in the SDP (sprop-parameter-sets)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import struct
 
 import numpy as np
 import pytest
+import structlog.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,7 +21,10 @@ from mediacodecs.h264 import (
     PacketizationMode,
     h264_depacketize,
     h264_packetize,
+    parse_sprop_parameter_sets,
 )
+from mediacodecs.registry import CodecSpec, create_video_decoder
+from mediacodecs.transcode import VideoTranscoder
 from mediacodecs.video import MTU_PAYLOAD
 from tests.unit.codecs.signals import gradient, gradient_frame, mean_error
 
@@ -155,3 +161,141 @@ def test_packets_of_a_lost_frame_wait_for_the_next_idr() -> None:
     idr = encoder.encode(gradient_frame(320, 240, 4))
     assert [f for f in decoder.decode_frame([p.data for p in idr], idr[0].timestamp)]
     assert not decoder.keyframe_needed
+
+
+# --- sprop-parameter-sets: SPS/PPS only in the SDP -----------------------------------------
+
+
+def _stap_a_or_single(data: bytes) -> list[bytes]:
+    """The NAL units of a payload: those inside a STAP-A, or the payload itself."""
+    if data[0] & 0x1F != 24:
+        return [data]
+    units, pos = [], 1
+    while pos + 2 <= len(data):
+        (size,) = struct.unpack_from("!H", data, pos)
+        units.append(data[pos + 2 : pos + 2 + size])
+        pos += 2 + size
+    return units
+
+
+def _without_parameter_sets(
+    frames: list[list[RtpPayload]],
+) -> tuple[list[list[RtpPayload]], list[bytes]]:
+    """The frames with every SPS (NAL type 7) and PPS (8) taken out, single or
+    inside STAP-A, as a room system sends them that has them only in its SDP;
+    and the parameter sets taken (the first SPS, the first PPS)."""
+    taken: dict[int, bytes] = {}
+    stripped = []
+    for payloads in frames:
+        kept = []
+        for payload in payloads:
+            rest = []
+            for unit in _stap_a_or_single(payload.data):
+                if unit[0] & 0x1F in (7, 8):
+                    taken.setdefault(unit[0] & 0x1F, unit)
+                else:
+                    rest.append(unit)
+            if len(rest) > 1:  # what is left of a STAP-A
+                data = payload.data[:1] + b"".join(struct.pack("!H", len(u)) + u for u in rest)
+            elif rest:
+                data = rest[0]
+            else:
+                continue
+            kept.append(RtpPayload(data, payload.timestamp, payload.marker, payload.keyframe))
+        stripped.append(kept)
+    return stripped, [taken[7], taken[8]]
+
+
+def _types(frames: list[list[RtpPayload]]) -> set[int]:
+    """The NAL unit types in the frames (FU-A: the fragmented unit's)."""
+    return {
+        unit[1] & 0x1F if unit[0] & 0x1F == 28 else unit[0] & 0x1F
+        for payloads in frames
+        for payload in payloads
+        for unit in _stap_a_or_single(payload.data)
+    }
+
+
+def _sprop(*units: bytes) -> str:
+    return ",".join(base64.b64encode(unit).decode() for unit in units)
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+def test_parameter_sets_given_only_in_the_sdp_are_decoded_with(mode: PacketizationMode) -> None:
+    encoder = H264Encoder(320, 240, 15, 500_000, packetization_mode=mode)
+    frames, (sps, pps) = _without_parameter_sets(_encode(encoder, range(6), 320, 240))
+    assert not {7, 8} & _types(frames)
+    assert 5 in _types(frames)  # the IDR is still there
+
+    blind = H264Decoder()
+    assert [f for payloads in frames for p in payloads for f in blind.decode(p)] == []
+
+    fmtp = (
+        f"profile-level-id=42e01f;packetization-mode={mode};sprop-parameter-sets={_sprop(sps, pps)}"
+    )
+    decoder = create_video_decoder(CodecSpec("H264", 90000, fmtp=fmtp))
+    assert isinstance(decoder, H264Decoder)
+    assert decoder.parameter_sets == (sps, pps)
+    decoded = [[f for p in payloads for f in decoder.decode(p)] for payloads in frames]
+    assert [len(d) for d in decoded] == [1] * 6
+    assert max(mean_error(d[0], gradient(320, 240, i)) for i, d in enumerate(decoded)) < 10
+    assert decoder.decode_errors == 0
+
+
+def test_sdp_parameter_sets_hold_after_a_loss_and_the_next_idr() -> None:
+    encoder = H264Encoder(320, 240, 15, 500_000)
+    first, (sps, pps) = _without_parameter_sets(_encode(encoder, range(3), 320, 240))
+    decoder = H264Decoder([sps, pps])
+    assert [f for payloads in first for p in payloads for f in decoder.decode(p)]
+    decoder.conceal()
+    encoder.request_keyframe()
+    again, _ = _without_parameter_sets(_encode(encoder, range(3, 5), 320, 240))
+    assert [len([f for p in payloads for f in decoder.decode(p)]) for payloads in again] == [1, 1]
+    assert not decoder.keyframe_needed
+
+
+def test_the_router_s_transcoder_takes_the_sender_s_sprop() -> None:
+    encoder = H264Encoder(320, 240, 15, 500_000)
+    frames, (sps, pps) = _without_parameter_sets(_encode(encoder, range(3), 320, 240))
+    decoded = []
+    for fmtp in (
+        "packetization-mode=1",
+        f"packetization-mode=1;sprop-parameter-sets={_sprop(sps, pps)}",
+    ):
+        source = CodecSpec("H264", 90000, fmtp=fmtp)
+        transcoder = VideoTranscoder(source, CodecSpec("VP8", 90000), 320, 240, 15, 300_000)
+        for payloads in frames:
+            transcoder.process_frame([p.data for p in payloads], payloads[0].timestamp)
+        transcoder.close()
+        decoded.append(transcoder.frames_decoded)
+    assert decoded == [0, 3]
+
+
+def test_sprop_items_that_are_not_base64_or_not_parameter_sets_are_ignored() -> None:
+    idr = base64.b64encode(IDR[:20]).decode()
+    unpadded = base64.b64encode(SPS).decode().rstrip("=")
+    with structlog.testing.capture_logs() as logs:
+        units = parse_sprop_parameter_sets(
+            f"!!not base64!!, {unpadded},,{idr},Zg=x,{_sprop(PPS)},é"
+        )
+    assert units == [SPS, PPS]
+    ignored = [line for line in logs if line["event"] == "h264 sprop-parameter-sets item ignored"]
+    assert len(ignored) == 4
+    assert parse_sprop_parameter_sets(None) == parse_sprop_parameter_sets("") == []
+
+
+def test_a_malformed_sprop_leaves_in_band_parameter_sets_working() -> None:
+    encoder = H264Encoder(320, 240, 15, 500_000)
+    frames = _encode(encoder, range(3), 320, 240)
+    fmtp = "packetization-mode=1;sprop-parameter-sets=%%%,Z0LAH9oF?B+Q"
+    decoder = create_video_decoder(CodecSpec("H264", 90000, fmtp=fmtp))
+    assert isinstance(decoder, H264Decoder)
+    assert decoder.parameter_sets == ()
+    assert [len([f for p in payloads for f in decoder.decode(p)]) for payloads in frames] == [1] * 3
+
+
+def test_parameter_sets_that_decode_to_nonsense_do_not_break_in_band_ones() -> None:
+    encoder = H264Encoder(320, 240, 15, 500_000)
+    frames = _encode(encoder, range(3), 320, 240)
+    decoder = H264Decoder([bytes([0x67, 0xFF, 0xFF]), bytes([0x68])])
+    assert [len([f for p in payloads for f in decoder.decode(p)]) for payloads in frames] == [1] * 3
