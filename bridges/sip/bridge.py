@@ -21,21 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import secrets
-from collections.abc import AsyncIterator
 
 from bridges.base import (
     BridgeFull,
     BridgeSettings,
     DialCallback,
     DialEvent,
-    DialProgress,
     DialState,
     UnknownBridge,
 )
 from bridges.sip.call import CallState, SipCall
 from bridges.sip.endpoint import SipEndpoint
 from bridges.sip.media import SipMedia
+from bridges.sip.participant import SipCallParticipant
 from bridges.sip.profile import SipProfile, build_profile, rewrite_target
 from bridges.sip.resolver import SipResolver
 from gateway import metrics
@@ -54,7 +52,7 @@ _BUSY = frozenset({486, 600})
 _NO_ANSWER = frozenset({408, 480})
 
 
-class SipParticipant:
+class SipParticipant(SipCallParticipant):
     """One dialled-out SIP call (``bridges.base.OutboundParticipant``)."""
 
     def __init__(
@@ -64,13 +62,11 @@ class SipParticipant:
         role: str,
         on_event: DialCallback | None,
     ) -> None:
+        super().__init__(
+            role, "out-", None if on_event is None else (lambda event: on_event(self, event))
+        )
         self._bridge = bridge
         self.profile = profile
-        self._role = role
-        self.participant_id = "out-" + secrets.token_hex(6)
-        self._progress = DialProgress(
-            None if on_event is None else (lambda event: on_event(self, event))
-        )
         self.call: SipCall | None = None
         self.sip_media: SipMedia | None = None
         self._invite_sent = 0.0
@@ -78,30 +74,11 @@ class SipParticipant:
         self._giving_up: DialState | None = None  # why we CANCELled
         self._answer_task: asyncio.Task[None] | None = None
 
-    # --- OutboundParticipant -----------------------------------------------------------
+    # --- OutboundParticipant (the rest in SipCallParticipant) ----------------------------
     @property
     def bridge(self) -> str:
         """The bridge's name."""
         return self.profile.name
-
-    @property
-    def role(self) -> str:
-        """The room role the participant joins in."""
-        return self._role
-
-    @property
-    def state(self) -> DialState:
-        """The latest dial state."""
-        return self._progress.state
-
-    @property
-    def history(self) -> list[DialEvent]:
-        """Every event so far."""
-        return list(self._progress.history)
-
-    def events(self) -> AsyncIterator[DialEvent]:
-        """Every event from the first until a final one."""
-        return self._progress.events()
 
     @property
     def setup_seconds(self) -> float | None:
@@ -110,27 +87,11 @@ class SipParticipant:
             return None
         return self._answered_at - self._invite_sent
 
-    async def wait_answered(self, timeout: float | None = None) -> bool:
-        """Wait for the outcome; True if answered and not yet ended."""
-        state = await self._progress.wait(frozenset({DialState.ANSWERED}), timeout)
-        return state is DialState.ANSWERED
-
-    async def wait_state(self, *states: DialState, timeout: float | None = None) -> DialState:
-        """Wait until the state is one of ``states`` or final; returns it."""
-        return await self._progress.wait(frozenset(states), timeout)
-
-    async def wait_ended(self, timeout: float | None = None) -> DialState:
-        """Wait for a final state and return it."""
-        return await self._progress.wait(frozenset(), timeout)
-
     def media(self, kind: str) -> RoutedStream | None:
         """The negotiated ``kind`` stream once answered (None before, or if refused)."""
         if self.state is not DialState.ANSWERED or self.sip_media is None:
             return None
-        return next(
-            (s for s in self.sip_media.streams if s.kind == kind and s.negotiated is not None),
-            None,
-        )
+        return self.sip_media.negotiated(kind)
 
     async def cancel(self) -> None:
         """CANCEL the INVITE while it rings (the callee's 487 ends it); BYE once answered."""

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from bridges.base import DialEvent, DialProgress, DialState
+from bridges.base import DialEvent, DialState
 from bridges.sip.call import CallState, SipCall
 from bridges.sip.media import SipMedia
+from bridges.sip.participant import SipCallParticipant
 from gateway.errors import GatewayError
 from gateway.log import get_logger
 from gateway.media.dtmf import DtmfDigit
@@ -81,8 +81,11 @@ def tones(
     return source
 
 
-class DialInParticipant:
-    """A SIP call into a room: ``OutboundParticipant``-shaped, and the room's ``Leg``."""
+class DialInParticipant(SipCallParticipant):
+    """A SIP call into a room: ``OutboundParticipant``-shaped, and the room's ``Leg``.
+
+    Its ``state`` is ``trying`` until answered, then ``answered``, finally ``ended``.
+    """
 
     bridge = "dial-in"
 
@@ -95,13 +98,11 @@ class DialInParticipant:
         executor: MediaExecutor | None,
         leave: Callable[[DialInParticipant], None],
     ) -> None:
+        super().__init__(role, "in-")
         self.call = call
         self.sip_media = media
-        self._role = role
-        self.participant_id = "in-" + secrets.token_hex(6)
         self.executor = executor
         self._leave = leave
-        self._progress = DialProgress()
         #: The room membership once joined (None in the lobby, or after leaving).
         self.member: Participant | None = None
         self.waiting = False
@@ -110,47 +111,12 @@ class DialInParticipant:
         media.on_dtmf = self._dtmf
         call.on_end.append(self._ended)
 
-    # --- OutboundParticipant ------------------------------------------------------------
-    @property
-    def role(self) -> str:
-        """The room role it joins in."""
-        return self._role
-
-    @property
-    def state(self) -> DialState:
-        """``trying`` until answered, then ``answered``, finally ``ended``."""
-        return self._progress.state
-
-    @property
-    def history(self) -> list[DialEvent]:
-        """Every event so far."""
-        return list(self._progress.history)
-
-    def events(self) -> AsyncIterator[DialEvent]:
-        """Every event from the first until ``ended``."""
-        return self._progress.events()
-
-    async def wait_answered(self, timeout: float | None = None) -> bool:
-        """True once answered (and not yet ended)."""
-        state = await self._progress.wait(frozenset({DialState.ANSWERED}), timeout)
-        return state is DialState.ANSWERED
-
-    async def wait_state(self, *states: DialState, timeout: float | None = None) -> DialState:
-        """Wait until the state is one of ``states`` or final."""
-        return await self._progress.wait(frozenset(states), timeout)
-
-    async def wait_ended(self, timeout: float | None = None) -> DialState:
-        """Wait for the end."""
-        return await self._progress.wait(frozenset(), timeout)
-
+    # --- OutboundParticipant (the rest in SipCallParticipant) ----------------------------
     def media(self, kind: str) -> RoutedStream | None:
         """The negotiated ``kind`` stream of the answered call (None before and after)."""
         if self.call.state is not CallState.ESTABLISHED:
             return None
-        return next(
-            (s for s in self.sip_media.streams if s.kind == kind and s.negotiated is not None),
-            None,
-        )
+        return self.sip_media.negotiated(kind)
 
     async def cancel(self) -> None:
         """The same as ``hangup`` (the call came to us)."""

@@ -122,6 +122,10 @@ class SipMedia:
             # The call stands at the SIP level; without a usable answer there is no media.
             log.warning("media: the peer's answer is not usable", reason=exc.message)
 
+    def negotiated(self, kind: str) -> MediaStream | None:
+        """The ``kind`` stream once offer/answer agreed on it, else None."""
+        return next((s for s in self.streams if s.kind == kind and s.negotiated is not None), None)
+
     def _start(self, negotiated: tuple[NegotiatedStream, ...]) -> None:
         for result in negotiated:
             if not result.accepted:

@@ -24,7 +24,6 @@ from bridges.sip.media import SipMedia
 from gateway.errors import GatewayError
 from gateway.log import get_logger
 from gateway.media.router import Route, Router
-from gateway.media.stream import MediaStream
 
 log = get_logger(__name__)
 
@@ -48,10 +47,6 @@ class RelayedCall:
     inbound_media: SipMedia
     outbound_media: SipMedia
     routes: list[Route]
-
-
-def _stream(media: SipMedia, kind: str) -> MediaStream | None:
-    return next((s for s in media.streams if s.kind == kind and s.negotiated is not None), None)
 
 
 class RelayService:
@@ -116,7 +111,7 @@ class RelayService:
             return
         await call.answer(body)
         for kind in ("audio", "video"):
-            a, b = _stream(inbound, kind), _stream(outbound, kind)
+            a, b = inbound.negotiated(kind), outbound.negotiated(kind)
             if a is not None and b is not None:
                 relayed.routes += self.router.connect(a, b)
         log.info("relay: call connected", call_id=call.call_id)
