@@ -21,16 +21,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.calls import CallRegistry
 from gateway.settings import load_settings
-from gateway.store.service import StoreService
 from gateway.web import auth, signaling
-from gateway.web.app import build_web_app
-from gateway.web.keys import STORE
+from tests.support.webapp import agent_session, serve_app
 
 TYPES = ["hello", "offer", "answer", "candidate", "admit", "reject", "chat", "device", "mute",
          "screen", "quality", "hangup", "dial", "dial-cancel", "renegotiate", "bogus", ""]  # fmt: skip
@@ -58,31 +54,18 @@ frames = st.one_of(
 )
 
 
-class _Ready:
-    ready = True
-    state_name = "ready"
-    retry_after = 5
-
-
 async def _burst(tmp_path: Path, sent: list[str], as_agent: bool) -> list[dict[str, Any]]:
     settings_ = load_settings(f"data_dir: {tmp_path}\nwebrtc:\n  ice_addresses: [127.0.0.1]\n")
-    store = StoreService()
-    await store.start(settings_)
-    app = build_web_app(_Ready(), lambda: settings_, CallRegistry())
-    app[STORE] = store
-    signaling.setup(app)
-    agent = await store.agents.create("agent1", "Agent One", "a long password here")
-    cookie, session = await store.agents.start_session(agent)
-    appointment, token = await store.appointments.create()
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
+    served = await serve_app(lambda: settings_, signaling.setup)
     received: list[dict[str, Any]] = []
     try:
+        cookie, csrf = await agent_session(served.store)
+        appointment, token = await served.store.appointments.create()
         headers = {"Cookie": f"{auth.SESSION_COOKIE}={cookie}"} if as_agent else {}
-        ws = await client.ws_connect("/ws", headers=headers)
+        ws = await served.client.ws_connect("/ws", headers=headers)
         hello = (
             {"v": 1, "type": "hello", "role": "agent", "appointment": appointment.id,
-             "csrf": session.csrf_token}
+             "csrf": csrf}
             if as_agent else {"v": 1, "type": "hello", "role": "citizen", "token": token}
         )  # fmt: skip
         await ws.send_str(json.dumps(hello))
@@ -108,8 +91,7 @@ async def _burst(tmp_path: Path, sent: list[str], as_agent: bool) -> list[dict[s
                 break
         await ws.close()
     finally:
-        await client.close()
-        await store.stop()
+        await served.close()
     return received
 
 

@@ -19,24 +19,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from gateway import metrics
 from gateway.calls import CallRegistry
 from gateway.settings import load_settings
 from gateway.store.service import StoreService
 from gateway.web import auth, signaling
-from gateway.web.app import build_web_app
-from gateway.web.keys import STORE
+from tests.support.webapp import agent_session, serve_app
 from tests.support.webrtc import BrowserPeer
 
 pytestmark = pytest.mark.integration
-
-
-class _Ready:
-    ready = True
-    state_name = "ready"
-    retry_after = 5
 
 
 @dataclass
@@ -53,20 +46,11 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     settings = load_settings(f"data_dir: {tmp_path}\nwebrtc:\n  ice_addresses: [127.0.0.1]\n")
-    store = StoreService()
-    await store.start(settings)
-    calls = CallRegistry()
-    app = build_web_app(_Ready(), lambda: settings, calls)
-    app[STORE] = store
-    signaling.setup(app)
-    agent = await store.agents.create("agent1", "Agent One", "a long password here")
-    cookie, session = await store.agents.start_session(agent)
-    appointment, token = await store.appointments.create()
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    yield Rig(client, store, calls, cookie, session.csrf_token, appointment.id, token)
-    await client.close()
-    await store.stop()
+    served = await serve_app(lambda: settings, signaling.setup)
+    cookie, csrf = await agent_session(served.store)
+    appointment, token = await served.store.appointments.create()
+    yield Rig(served.client, served.store, served.calls, cookie, csrf, appointment.id, token)
+    await served.close()
 
 
 class Socket:

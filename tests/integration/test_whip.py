@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from gateway import metrics
 from gateway.calls import CallRegistry
@@ -27,10 +28,10 @@ from gateway.settings import Settings, load_settings
 from gateway.store.appointments import Appointment, LinkExpired
 from gateway.store.service import StoreService
 from gateway.web import whip
-from gateway.web.app import build_web_app
 from gateway.web.keys import STORE
 from gateway.web.signaling import connect_legs
 from tests.support.aio import wait_for
+from tests.support.webapp import serve_app
 from tests.support.webrtc import BrowserPeer, _strip_candidates
 
 pytestmark = pytest.mark.integration
@@ -39,12 +40,6 @@ TOKEN = "whip-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SDP = {"Content-Type": "application/sdp"}
 EXPIRED = "a-expired-one"
-
-
-class _Ready:
-    ready = True
-    state_name = "ready"
-    retry_after = 5
 
 
 @dataclass
@@ -77,24 +72,22 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[Factory]:
             f"webrtc:\n  ice_addresses: [127.0.0.1]\n  connect_timeout: {connect_timeout}\n"
         )
         current = [settings]
-        store = StoreService()
-        await store.start(settings)
 
-        async def lookup(appointment_id: str) -> Appointment:
-            if appointment_id == EXPIRED:
-                raise LinkExpired("this appointment is over")
-            return await store.appointments.get(appointment_id)
+        def serve_whip(app: web.Application) -> None:
+            store = app[STORE]
 
-        calls = CallRegistry()
-        directory = RoomDirectory(Rooms(SystemClock(), connect_legs), lookup)
-        app = build_web_app(_Ready(), lambda: current[0], calls)
-        app[STORE] = store
-        sessions = whip.setup(app, directory)
-        appointment, _token = await store.appointments.create()
-        client: TestClient[Any, Any] = TestClient(TestServer(app))
-        await client.start_server()
-        rig = Rig(client, store, calls, directory, sessions, app[whip.PUSHES], current,
-                  appointment.id)  # fmt: skip
+            async def lookup(appointment_id: str) -> Appointment:
+                if appointment_id == EXPIRED:
+                    raise LinkExpired("this appointment is over")
+                return await store.appointments.get(appointment_id)
+
+            whip.setup(app, RoomDirectory(Rooms(SystemClock(), connect_legs), lookup))
+
+        served = await serve_app(lambda: current[0], serve_whip)
+        sessions = served.app[whip.SESSIONS]
+        appointment, _token = await served.store.appointments.create()
+        rig = Rig(served.client, served.store, served.calls, sessions.directory, sessions,
+                  served.app[whip.PUSHES], current, appointment.id)  # fmt: skip
         made.append(rig)
         return rig
 
