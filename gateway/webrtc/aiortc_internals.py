@@ -31,7 +31,7 @@ import asyncio
 import collections
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aioice.ice import Connection, TransportPolicy
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
@@ -62,6 +62,7 @@ RECEIVER_STOP_DECODER = "_RTCRtpReceiver__stop_decoder"
 RECEIVER_RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 SENDER_ENCODER = "_RTCRtpSender__encoder"
 PINNED = "_gatewayd_pinned"
+HOOK = "_gatewayd_hook"  # a receiver's ReceiverHook
 
 
 # --- ICE host candidates ------------------------------------------------------------------
@@ -133,8 +134,13 @@ class ReceiverHook:
 
         setattr(receiver, "receive", receive)  # noqa: B010
         setattr(receiver, "_handle_rtp_packet", self._handle_rtp_packet)  # noqa: B010
+        setattr(receiver, HOOK, self)  # aiortc_fastpath hands packets to handle()
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        self.handle(packet)
+
+    def handle(self, packet: RtpPacket) -> None:
+        """One RTP packet for this receiver (SRTP already removed)."""
         receiver = self.receiver
         if not receiver._enabled:
             return
@@ -234,13 +240,20 @@ class PassthroughEncoder(Encoder):
         return packet.payloads, packet.timestamp
 
 
+class FrameSink(Protocol):
+    """Takes a frame's payloads at once (``aiortc_fastpath.DirectSender``)."""
+
+    def send(self, payloads: list[bytes], timestamp: int) -> None: ...
+
+
 class PassthroughTrack(MediaStreamTrack):
     """The track a passthrough sender reads: a bounded queue of ``EncodedFrame``.
 
     The sender marks the last payload of each frame, so payloads are grouped
     by RTP timestamp until the source's marker bit (video) or sent one per
     frame (audio). When the queue is full the oldest frame is dropped and
-    counted.
+    counted. With a ``direct`` sink attached (``attach``), a whole frame goes
+    to it at once instead of into the queue.
     """
 
     def __init__(self, kind: str, *, capacity: int = 64) -> None:
@@ -251,6 +264,14 @@ class PassthroughTrack(MediaStreamTrack):
         self._ready = asyncio.Event()
         self._pending: EncodedFrame | None = None
         self.dropped = 0
+        self.direct: FrameSink | None = None
+
+    def attach(self, sink: FrameSink | None) -> None:
+        """Send frames to ``sink`` from now on (None: queue them for ``recv`` again)."""
+        self.direct = sink
+        while sink is not None and self._frames:
+            frame = self._frames.popleft()
+            sink.send(frame.payloads, frame.timestamp)
 
     def push(self, payload: bytes, timestamp: int, marker: bool) -> None:
         pending = self._pending
@@ -267,6 +288,10 @@ class PassthroughTrack(MediaStreamTrack):
         self._pending = pending
 
     def _enqueue(self, frame: EncodedFrame) -> None:
+        direct = self.direct
+        if direct is not None:
+            direct.send(frame.payloads, frame.timestamp)
+            return
         if len(self._frames) >= self._capacity:
             self._frames.popleft()
             self.dropped += 1

@@ -52,6 +52,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.errors import BadRequest, Busy, GatewayError
 from gateway.log import get_logger
 from gateway.settings import WebRtcSettings
+from gateway.webrtc import aiortc_fastpath as fastpath
 from gateway.webrtc import aiortc_internals as internals
 from gateway.webrtc.ice import ice_servers
 
@@ -214,6 +215,8 @@ class WebRtcLeg:
         if pc is not self._pc or self.state is LegState.CLOSED:
             return  # an old connection (before an ICE restart) winding down
         state = pc.connectionState
+        if state == "connected":
+            fastpath.receive_directly(pc)
         if state == "connected" and self.state is LegState.CONNECTING:
             self._set_state(LegState.CONNECTED)
             for slot in self._hooks:
@@ -477,6 +480,7 @@ class WebRtcLeg:
         internals.install_passthrough_sender(
             transceiver.sender, lambda bps: self._bitrate_estimated(slot, bps)
         )
+        fastpath.send_directly(transceiver.sender, track.attach)
         internals.on_keyframe_request(transceiver.sender, lambda: self._keyframe_asked(slot))
         internals.on_receiver_report(transceiver.sender, lambda lost: self._reported(slot, lost))
         self._transceivers[slot] = transceiver

@@ -18,6 +18,7 @@ from gateway.clock import FakeClock
 from gateway.errors import BadRequest
 from gateway.settings import WebRtcSettings
 from gateway.webrtc import EncodedPayload, LegState, Passthrough, WebRtcLeg
+from gateway.webrtc import aiortc_fastpath as fastpath
 from gateway.webrtc import aiortc_internals as internals
 from tests.support.webrtc import (
     BrowserPeer,
@@ -301,3 +302,46 @@ async def test_audio_only_stops_the_video_to_a_browser_and_back(call: Call) -> N
     call.leg_b.video_paused = False
     call.leg_a.request_keyframe("video")
     await _until(lambda: peer_b.video_frames > frames + 10)
+
+
+async def test_the_direct_packet_path_keeps_what_aiortc_reports(call: Call) -> None:
+    """Packets skip aiortc's queues and tasks (aiortc_fastpath), yet aiortc's counters,
+    sender reports and NACK history are what its own path would have made of them."""
+    peer_b = call.peer_b
+    await _until(lambda: peer_b.video_frames >= 30 and peer_b.loud_audio_frames >= 25)
+    for leg in (call.leg_a, call.leg_b):
+        assert leg._pc is not None
+        transceiver = leg._pc.getTransceivers()[0]
+        connection = transceiver.receiver.transport.transport._connection
+        assert connection._protocols
+        for protocol in connection._protocols:  # every ICE socket takes the direct path
+            assert getattr(protocol, fastpath.DIRECT) is transceiver.receiver.transport
+    for slot in ("audio", "video"):
+        direct = call.leg_b._tracks[slot].direct
+        assert isinstance(direct, fastpath.DirectSender)
+        assert direct.sent > 20 and direct.dropped == 0
+        assert direct.history  # NACKs can be answered
+        sender = call.leg_b._transceivers[slot].sender
+        stats = [s for s in (await sender.getStats()).values() if s.type == "outbound-rtp"]
+        # aiortc's own statistics count every packet sent on the direct path ...
+        assert stats and stats[0].packetsSent == direct.sent
+
+    # ... and B's browser got those sender reports (remote-outbound-rtp comes from an SR).
+    async def reports() -> list[object]:
+        found: list[object] = []
+        for receiver in peer_b.pc.getReceivers():
+            found += [
+                s
+                for s in (await receiver.getStats()).values()
+                if s.type == "remote-outbound-rtp" and s.packetsSent > 0
+            ]
+        return found
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await reports():
+        assert asyncio.get_running_loop().time() < deadline, "no sender report reached B"
+        await asyncio.sleep(0.2)
+    assert call.leg_a._pc is not None
+    report = await call.leg_a._pc.getStats()
+    transport = [s for s in report.values() if s.type == "transport"]
+    assert transport and transport[0].packetsReceived > 50  # counted on the direct path too

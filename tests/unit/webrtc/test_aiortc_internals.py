@@ -206,3 +206,86 @@ async def test_receiver_report_hook_gives_the_loss_of_our_stream(
                              highest_sequence=1, jitter=0, lsr=0, dlsr=0)  # fmt: skip
     await sender._handle_rtcp_packet(RtcpRrPacket(ssrc=1, reports=[mine, other]))
     assert losses == [0.25], "only our stream's block, as a fraction"
+
+
+def test_direct_path_internals(transceiver: RTCRtpTransceiver) -> None:
+    """What gateway.webrtc.aiortc_fastpath does by hand is what these aiortc paths do."""
+    import aiortc.rtcdtlstransport as dtls_module
+
+    dtls = transceiver.receiver.transport
+    assert isinstance(dtls, dtls_module.RTCDtlsTransport)
+    for name in ("_rx_srtp", "_tx_srtp"):
+        assert getattr(dtls, name) is None  # until the handshake
+    assert dtls._state is dtls_module.State.NEW
+    assert isinstance(dtls._rtp_router, dtls_module.RtpRouter)
+    assert isinstance(dtls._rtp_header_extensions_map, aiortc.rtp.HeaderExtensionsMap)
+    for counter in ("rx_bytes", "rx_packets", "tx_bytes", "tx_packets"):
+        assert getattr(dtls, f"_RTCDtlsTransport__{counter}") == 0
+    cls = dtls_module.RTCDtlsTransport
+    receive = inspect.getsource(cls._recv_next)
+    assert "first_byte > 127 and first_byte < 192 and self._rx_srtp" in receive
+    assert "data = self._rx_srtp.unprotect(data)" in receive
+    assert "self.__rx_bytes += len(data)" in receive and "self.__rx_packets += 1" in receive
+    assert aiortc.rtp.is_rtcp(b"\x80\xc8") and not aiortc.rtp.is_rtcp(b"\x80\xd1")
+    handle = inspect.getsource(cls._handle_rtp_data)
+    assert "RtpPacket.parse(data, self._rtp_header_extensions_map)" in handle
+    assert "receiver = self._rtp_router.route_rtp(packet)" in handle
+    send = inspect.getsource(cls._send_rtp)
+    assert "data = self._tx_srtp.protect(data)" in send and "self.transport._send(data)" in send
+    assert "self.__tx_packets += 1" in send
+    ice = inspect.getsource(aiortc.rtcicetransport.RTCIceTransport)
+    assert "self._send = self._connection.send" in ice
+    connection = dtls.transport._connection
+    assert isinstance(connection._protocols, list) and isinstance(connection._nominated, dict)
+    sendto = inspect.getsource(aioice.ice.Connection.sendto)
+    assert "self._nominated.get(component)" in sendto
+    assert "active_pair.protocol.send_data(data, active_pair.remote_addr)" in sendto
+    assert "self.transport.sendto(data, addr)" in inspect.getsource(
+        aioice.ice.StunProtocol.send_data
+    )
+    stun = inspect.getsource(aioice.ice.StunProtocol.datagram_received)
+    assert "self.receiver.data_received(data, self.local_candidate.component)" in stun
+    sender, rtp_cls = transceiver.sender, aiortc.rtcrtpsender.RTCRtpSender
+    assert _params(rtp_cls._run_rtp) == ["self", "codec"]
+    assert "self._run_rtp(parameters.codecs[0])" in inspect.getsource(rtp_cls.send)
+    run = inspect.getsource(rtp_cls._run_rtp)
+    for line in (
+        "self.__rtp_started.set()",
+        "sequence_number = random_sequence_number()",
+        "packet.extensions.mid = self.__mid",
+        "clock.current_ntp_time() >> 14",
+        "self.__rtp_history[packet.sequence_number % RTP_HISTORY_SIZE]",
+        "packet.serialize(self.__rtp_header_extensions_map)",
+        "self.__ntp_timestamp = clock.current_ntp_time()",
+        "self.__rtp_timestamp = packet.timestamp",
+        "self.__octet_count += len(payload)",
+        "self.__packet_count += 1",
+        "self.__rtp_exited.set()",
+        "if enc_frame.audio_level is not None:",  # only for frames aiortc encoded itself
+    ):
+        assert line in run, line
+    for name in ("mid", "rtp_header_extensions_map", "rtp_history", "rtp_started", "rtp_exited"):
+        assert hasattr(sender, f"_RTCRtpSender__{name}"), name
+    for name in ("ntp_timestamp", "rtp_timestamp", "octet_count", "packet_count"):
+        assert getattr(sender, f"_RTCRtpSender__{name}") == 0, name
+    assert sender._enabled is True and isinstance(sender._ssrc, int)
+
+
+async def test_track_with_a_direct_sink_hands_whole_frames_over() -> None:
+    sent: list[tuple[list[bytes], int]] = []
+
+    class Sink:
+        def send(self, payloads: list[bytes], timestamp: int) -> None:
+            sent.append((payloads, timestamp))
+
+    track = internals.PassthroughTrack("video")
+    track.push(b"q", 50, True)  # queued before the sender started: sent on attach
+    track.attach(Sink())
+    assert sent == [([b"q"], 50)]
+    track.push(b"a", 100, False)
+    assert len(sent) == 1  # the frame is not complete yet
+    track.push(b"b", 100, True)
+    assert sent[-1] == ([b"a", b"b"], 100)
+    track.attach(None)
+    track.push(b"c", 200, True)
+    assert len(sent) == 2 and (await track.recv()).payloads == [b"c"]
