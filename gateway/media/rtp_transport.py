@@ -39,8 +39,6 @@ log = get_logger(__name__)
 
 Address = tuple[str, int]  # canonical IP text (IPv4-mapped IPv6 unmapped), port
 
-_RTP_IN = metrics.RTP_PACKETS.labels(direction="in")
-_RTP_OUT = metrics.RTP_PACKETS.labels(direction="out")
 _RTP_HEADER = struct.Struct("!BBHII")
 # Log the 1st failure of a kind per endpoint, then every 1000th: a peer
 # with a wrong key sends 50 packets a second.
@@ -388,8 +386,7 @@ class RtpEndpoint:
         """Send one RTP packet (protected if SRTP); False if it was dropped."""
         sent = self._send(packet, rtcp=False)
         if sent:
-            self.stats.rtp_out += 1
-            _RTP_OUT.inc()
+            self.stats.rtp_out += 1  # gatewayd_rtp_packets_total: counted by the RtpSession
         return sent
 
     def send_rtcp(self, packet: bytes | bytearray) -> bool:
@@ -469,8 +466,7 @@ class RtpEndpoint:
                 self._drop("unlatched")
                 return
             self._latched(latch, source)
-        self.stats.rtp_in += 1
-        _RTP_IN.inc()
+        self.stats.rtp_in += 1  # gatewayd_rtp_packets_total: counted by the RtpSession
         self._deliver(ReceivedPacket(data, False, source, self._clock.monotonic()))
 
     def _expected_rtp(self, data: bytes) -> bool:

@@ -39,6 +39,9 @@ aioice ``Connection._protocols`` / ``_nominated`` and ``StunProtocol.datagram_re
 from __future__ import annotations
 
 import asyncio
+import struct
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import pylibsrtp
@@ -46,7 +49,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, clock
 from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import random_sequence_number
-from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
+from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions, RtpPacket
 from aiortc.utils import random32
 
 from gateway import metrics
@@ -59,6 +62,8 @@ log = get_logger(__name__)
 DIRECT = "_gatewayd_direct"
 
 _spawned: set[asyncio.Task[None]] = set()
+_SEQUENCE = struct.Struct("!H")
+_TIMESTAMP = struct.Struct("!I")
 
 
 def _spawn(coroutine: Any) -> None:
@@ -88,9 +93,49 @@ def receive_directly(pc: RTCPeerConnection) -> int:
     return switched
 
 
+_HEADER = struct.Struct("!BBHII")
+_NO_EXTENSIONS = HeaderExtensions()
+
+
+def parse_rtp(data: bytes) -> RtpPacket:
+    """``RtpPacket.parse`` for a forwarding gateway: the same checks of the header, but
+    the header-extension block is skipped by its length, its elements unread (nothing on
+    the direct path reads them: ``extensions`` is an empty, shared ``HeaderExtensions``,
+    ``csrc`` empty). Raises ValueError like aiortc (tests/fuzz/test_rtp_parse_fuzz.py)."""
+    if len(data) < 12:
+        raise ValueError("RTP packet length is less than 12 bytes")
+    first, second, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+    if first >> 6 != 2:
+        raise ValueError("RTP packet has invalid version")
+    start, end = 12 + 4 * (first & 0x0F), len(data)
+    if first & 0x10:
+        if end < start + 4:
+            raise ValueError("RTP packet has truncated extension profile / length")
+        start += 4 + 4 * int.from_bytes(data[start + 2 : start + 4], "big")
+    if start > end:
+        raise ValueError("RTP packet has truncated CSRC or extension value")
+    padding = 0
+    if first & 0x20:
+        padding = data[-1]
+        if not padding or padding > end - start:
+            raise ValueError("RTP packet padding length is invalid")
+    packet: Any = object.__new__(RtpPacket)
+    packet.version = 2
+    packet.marker = second >> 7
+    packet.payload_type = second & 0x7F
+    packet.sequence_number = sequence
+    packet.timestamp = timestamp
+    packet.ssrc = ssrc
+    packet.csrc = []
+    packet.extensions = _NO_EXTENSIONS
+    packet.padding_size = padding
+    packet.payload = data[start : end - padding]
+    result: RtpPacket = packet
+    return result
+
+
 def _receiver(dtls: Any, original: Any) -> Any:
     router = dtls._rtp_router
-    extensions = dtls._rtp_header_extensions_map
     connected = State.CONNECTED
 
     def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
@@ -107,7 +152,7 @@ def _receiver(dtls: Any, original: Any) -> Any:
         dtls._RTCDtlsTransport__rx_bytes += len(data)
         dtls._RTCDtlsTransport__rx_packets += 1
         try:
-            packet = RtpPacket.parse(srtp.unprotect(data), extensions)
+            packet = parse_rtp(srtp.unprotect(data))
         except (pylibsrtp.Error, ValueError):
             metrics.RTP_DROPPED.labels(reason="srtp").inc()
             return
@@ -124,12 +169,42 @@ def _receiver(dtls: Any, original: Any) -> Any:
 
 
 # --- sending ------------------------------------------------------------------------------
+#: Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+_NTP_OFFSET = 2_208_988_800
+
+
+def _ntp_now() -> int:
+    """NTP time as aiortc's ``clock.current_ntp_time()`` gives it, without datetimes."""
+    now = time.time() + _NTP_OFFSET
+    seconds = int(now)
+    return (seconds << 32) | int((now - seconds) * 4_294_967_296)
+
+
+@dataclass(slots=True)
+class Sent:
+    """A sent packet as the sender's NACK history keeps it: what ``_retransmit`` (and
+    ``wrap_rtx``) read of an ``RtpPacket``, the header and payload kept as sent."""
+
+    data: bytes
+    payload: bytes
+    marker: int
+    sequence_number: int
+    timestamp: int
+    extensions: Any
+    csrc: tuple[int, ...] = ()
+
+    def serialize(self, _extensions_map: Any = None) -> bytes:
+        return self.data
+
+
 class DirectSender:
     """Sends a passthrough sender's frames at once, as its RTP task would have.
 
     Numbering (random first sequence number and timestamp offset), header
     extensions (abs-send-time, mid), the marker on a frame's last packet, the
-    NACK history and the sender-report counters are aiortc's.
+    NACK history and the sender-report counters are aiortc's. The header is
+    aiortc's own serialization of a template packet, made once; per packet
+    only the marker, numbers and abs-send-time are written into a copy.
     """
 
     def __init__(self, sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
@@ -138,13 +213,26 @@ class DirectSender:
         self.dtls: Any = sender.transport
         self.connection: Any = self.dtls.transport._connection
         self.payload_type = codec.payloadType or 0
-        self.mid = s._RTCRtpSender__mid
-        self.extensions = s._RTCRtpSender__rtp_header_extensions_map
-        self.history: dict[int, RtpPacket] = s._RTCRtpSender__rtp_history
+        # NACK history as aiortc keeps it, for video: aiortc negotiates no NACK for audio
+        self.history: dict[int, Any] | None = (
+            s._RTCRtpSender__rtp_history if sender.kind == "video" else None
+        )
         self.sequence = random_sequence_number()  # lower half: no early SRTP rollover
         self.origin = random32()
         self.sent = 0
         self.dropped = 0
+        template = RtpPacket(self.payload_type, 0, 0, 0, s._ssrc)
+        template.extensions.mid = s._RTCRtpSender__mid
+        extensions_map = s._RTCRtpSender__rtp_header_extensions_map
+        template.extensions.abs_send_time = 0
+        zero = template.serialize(extensions_map)
+        template.extensions.abs_send_time = 0xFFFFFF
+        ones = template.serialize(extensions_map)
+        self.extensions = template.extensions
+        self.header = bytearray(zero)
+        changed = [i for i, (a, b) in enumerate(zip(zero, ones, strict=True)) if a != b]
+        # no abs-send-time negotiated: nothing to write per packet
+        self.abs_at = changed[0] if changed else -1
 
     def send(self, payloads: list[bytes], timestamp: int) -> None:
         """One frame's payloads, the last one marked."""
@@ -159,20 +247,27 @@ class DirectSender:
             self.dropped += len(payloads)
             return
         timestamp = (self.origin + timestamp) & 0xFFFFFFFF
-        ntp = clock.current_ntp_time()
-        abs_send_time = (ntp >> 14) & 0x00FFFFFF
-        ssrc, last, sequence, octets, wire = s._ssrc, len(payloads) - 1, self.sequence, 0, 0
+        ntp = _ntp_now()
+        header, abs_at, history = self.header, self.abs_at, self.history
+        extensions = self.extensions
+        if abs_at >= 0:
+            header[abs_at : abs_at + 3] = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")
+        _TIMESTAMP.pack_into(header, 4, timestamp)
+        last, sequence, octets, wire = len(payloads) - 1, self.sequence, 0, 0
         for i, payload in enumerate(payloads):
-            packet = RtpPacket(self.payload_type, int(i == last), sequence, timestamp, ssrc)
-            packet.payload = payload
-            packet.extensions.abs_send_time = abs_send_time
-            packet.extensions.mid = self.mid
-            self.history[sequence % RTP_HISTORY_SIZE] = packet
-            data = srtp.protect(packet.serialize(self.extensions))
-            transport.sendto(data, address)
+            marker = int(i == last)
+            header[1] = (marker << 7) | self.payload_type
+            _SEQUENCE.pack_into(header, 2, sequence)
+            data = bytes(header) + payload
+            if history is not None:
+                history[sequence % RTP_HISTORY_SIZE] = Sent(
+                    data, payload, marker, sequence, timestamp, extensions
+                )
+            protected = srtp.protect(data)
+            transport.sendto(protected, address)
             sequence = (sequence + 1) & 0xFFFF
             octets += len(payload)
-            wire += len(data)
+            wire += len(protected)
         self.sequence = sequence
         count = len(payloads)
         self.sent += count

@@ -259,6 +259,26 @@ async def test_two_endpoints_exchange_rtp_and_rtcp(
         assert bob.srtp is not None and bob.srtp.unprotected == 4
 
 
+async def test_the_endpoint_leaves_packet_counting_to_the_session(
+    endpoints: OpenEndpoint,
+) -> None:
+    """gatewayd_rtp_packets_total is counted once, by the RtpSession above the endpoint
+    (both counted every packet of a MediaStream before)."""
+
+    def counted() -> list[float]:
+        return [metrics.RTP_PACKETS.labels(direction=d)._value.get() for d in ("in", "out")]
+
+    before = counted()
+    alice, bob = await endpoints(rtcp_mux=True), await endpoints(rtcp_mux=True)
+    alice.connect(peer_of(bob, mux=True), None)
+    bob.connect(peer_of(alice, mux=True), None)
+    for seq in range(3):
+        assert alice.send_rtp(rtp(seq))
+    assert [(await next_packet(bob)).data for _ in range(3)] == [rtp(0), rtp(1), rtp(2)]
+    assert (alice.stats.rtp_out, bob.stats.rtp_in) == (3, 3)
+    assert counted() == before
+
+
 async def test_a_wrong_srtp_key_is_counted_and_never_delivered(
     endpoints: OpenEndpoint,
 ) -> None:
