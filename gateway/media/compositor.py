@@ -5,20 +5,15 @@ SIP participant gets a composition of the others, as Pexip does for legacy
 endpoints. ``VideoCompositor`` has **sources** (streams whose video is shown)
 and **sinks** (streams that receive a composition of some of the sources).
 
-Sources: packets (VP8 or H.264, whatever the stream negotiated; the payload
-type names the codec through ``negotiated.codecs``) go through a video
-``JitterBuffer`` (reordering, frame grouping, gaps), one per source, whose
-frames are decoded on the process's ``MediaExecutor``: at most one decode job
-per source is queued or running at a time, and the frames that come due
-meanwhile wait in a queue of ``FRAME_QUEUE`` (the oldest is dropped, counted
-in ``gatewayd_media_queue_drops_total``, and the decoder conceals it and
-waits for a keyframe). Only the newest picture of each source is kept; it is
-scaled to a tile's size the first time a composition needs that size (then
-cached until the next picture). A source whose decoder lacks a reference
-(start, loss, a dropped frame) is asked for a keyframe, at most once per
-``KEYFRAME_INTERVAL``. A source that stops sending keeps its last picture for
-``stale_after`` seconds (2), then its tile is black: the layout stays put, so
-a participant whose video pauses does not reshuffle everyone else's tiles.
+Sources (``DecodedSource``, beside this module): each stream's packets go
+through a jitter buffer and are decoded on the process's ``MediaExecutor``,
+one job at a time per source with a bounded, drop-oldest frame queue; only
+the newest picture is kept, scaled to a tile's size when a composition
+needs it; a decoder without a reference has its stream asked for a
+keyframe (at most once per 0.3 s). A source that stops sending keeps its
+last picture for ``stale_after`` seconds (2), then its tile is black: the
+layout stays put, so a participant whose video pauses does not reshuffle
+everyone else's tiles.
 
 Sinks: every ``1 / fps`` seconds (absolute deadlines on the loop; after a
 stall the clock jumps ahead instead of catching up in a burst) each sink's
@@ -52,9 +47,7 @@ import asyncio
 import functools
 import math
 import random
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
@@ -62,30 +55,35 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 from av import VideoFrame
-from av.video.reformatter import VideoReformatter
 
 from gateway import metrics
 from gateway.errors import GatewayError
 from gateway.log import get_logger
-from gateway.media.jitter import Conceal, JitterBuffer
-from gateway.media.negotiation import NegotiatedCodec, NegotiatedStream
-from gateway.media.router import (
-    KEYFRAME_INTERVAL,
-    PLAYOUT_GRID,
-    VIDEO_BITRATE,
-    Completions,
-    RoutedStream,
+from gateway.media.decoded_source import (
+    FRAME_QUEUE,
+    DecodedSource,
+    SourceStats,
+    TimingHook,
+    even,
+    fit,
 )
-from gateway.media.rtp import RtpError, RtpWriter, header_sizes
-from mediacodecs.base import RtpPayload, VideoDecoder, VideoEncoder
+from gateway.media.negotiation import NegotiatedCodec
+from gateway.media.router import PLAYOUT_GRID, VIDEO_BITRATE, Completions, RoutedStream
+from gateway.media.rtp import RtpWriter
+from mediacodecs.base import RtpPayload, VideoEncoder
 from mediacodecs.executor import JobDropped, MediaExecutor
-from mediacodecs.registry import (
-    codec_info,
-    create_video_decoder,
-    create_video_encoder,
-    h264_packetization_mode,
-)
+from mediacodecs.registry import codec_info, create_video_encoder, h264_packetization_mode
 from mediacodecs.video import VIDEO_CLOCK, VIDEO_TIME_BASE
+
+__all__ = [
+    "FRAME_QUEUE",
+    "SinkStats",
+    "SourceStats",
+    "VideoCompositor",
+    "fit",
+    "grid_layout",
+    "output_size",
+]
 
 log = get_logger(__name__)
 
@@ -93,8 +91,6 @@ FPS = 15
 MAX_TILES = 4
 #: Seconds a source's last picture is shown after it stopped coming.
 STALE_AFTER = 2.0
-#: Frames of one source waiting for its decode job; beyond, the oldest goes.
-FRAME_QUEUE = 4
 DEFAULT_SIZE = (640, 480)
 #: Pixels at most (H.264 level 3.1, which our encoder signals, stops at 720p).
 MAX_PIXELS = 1280 * 720
@@ -103,15 +99,7 @@ MIN_SIDE = 32
 BLACK_Y, BLACK_UV = 16, 128
 _LOG_EVERY = 500
 
-Planes = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
 Tile = tuple[int, int, int, int]  # x, y, width, height
-#: ``on_timing(stage, seconds)``: "decode", "compose", "encode" (worker
-#: threads) and "delay" (tick deadline to packets sent, on the loop).
-TimingHook = Callable[[str, float], None]
-
-
-def _even(value: float) -> int:
-    return int(value) & ~1
 
 
 def grid_layout(count: int, width: int, height: int) -> list[Tile]:
@@ -126,10 +114,10 @@ def grid_layout(count: int, width: int, height: int) -> list[Tile]:
         return []
     if count == 1:
         return [(0, 0, width, height)]
-    half_w = _even(width / 2)
+    half_w = even(width / 2)
     if count == 2:
         return [(0, 0, half_w, height), (half_w, 0, width - half_w, height)]
-    half_h = _even(height / 2)
+    half_h = even(height / 2)
     right, bottom = width - half_w, height - half_h
     return [
         (0, 0, half_w, half_h),
@@ -139,40 +127,12 @@ def grid_layout(count: int, width: int, height: int) -> list[Tile]:
     ]
 
 
-def fit(picture: tuple[int, int], tile: tuple[int, int]) -> tuple[int, int]:
-    """The even size of ``picture`` (width, height) scaled to fit ``tile``, aspect kept."""
-    (pw, ph), (tw, th) = picture, tile
-    scale = min(tw / pw, th / ph)
-    return max(2, min(tw, _even(round(pw * scale)))), max(2, min(th, _even(round(ph * scale))))
-
-
 def output_size(declared: tuple[int, int] | None) -> tuple[int, int]:
     """What a sink gets: its declared largest size (else 640x480), at most
     ``MAX_PIXELS`` (aspect kept), even sides of at least ``MIN_SIDE``."""
     width, height = declared or DEFAULT_SIZE
     scale = min(1.0, math.sqrt(MAX_PIXELS / max(1, width * height)))
-    return max(MIN_SIDE, _even(width * scale)), max(MIN_SIDE, _even(height * scale))
-
-
-def _planes(frame: VideoFrame) -> Planes:
-    """Copies of the Y, U and V planes of a yuv420p frame with even sides."""
-    width, height = frame.width, frame.height
-    # Y, then U, then V, without line padding
-    flat: npt.NDArray[np.uint8] = np.asarray(frame.to_ndarray(), np.uint8).reshape(-1)
-    luma, chroma = width * height, (width // 2) * (height // 2)
-    return (
-        flat[:luma].reshape(height, width),
-        flat[luma : luma + chroma].reshape(height // 2, width // 2),
-        flat[luma + chroma : luma + 2 * chroma].reshape(height // 2, width // 2),
-    )
-
-
-def _video_codec(negotiated: NegotiatedStream, payload_type: int) -> NegotiatedCodec | None:
-    for codec in (*negotiated.codecs, *negotiated.also_received):
-        if codec.payload_type == payload_type:
-            info = codec_info(codec)
-            return codec if info is not None and info.kind == "video" else None
-    return None
+    return max(MIN_SIDE, even(width * scale)), max(MIN_SIDE, even(height * scale))
 
 
 def _encodable(codec: NegotiatedCodec) -> bool:
@@ -187,21 +147,6 @@ def _encodable(codec: NegotiatedCodec) -> bool:
 
 
 @dataclass(slots=True)
-class SourceStats:
-    """What one source sent and what became of it."""
-
-    packets: int = 0
-    malformed: int = 0  # not RTP
-    unknown_payload: int = 0  # a payload type that is no video codec we decode
-    frames: int = 0  # whole frames handed to the decoder
-    concealed: int = 0  # packets the jitter buffer reported missing
-    dropped: int = 0  # frames dropped from the queue: the executor was behind
-    decode_errors: int = 0
-    pictures: int = 0
-    keyframe_requests: int = 0
-
-
-@dataclass(slots=True)
 class SinkStats:
     """What one sink was sent."""
 
@@ -211,55 +156,9 @@ class SinkStats:
     errors: int = 0
 
 
-_Item = tuple[NegotiatedCodec, Sequence[bytes], int] | None  # a frame, or None: one lost
-
-
-@dataclass(eq=False)
-class _Source:
-    stream: RoutedStream
-    own: bool
-    jitter: JitterBuffer = field(default_factory=lambda: JitterBuffer(VIDEO_CLOCK, video=True))
-    stats: SourceStats = field(default_factory=SourceStats)
-    codec: NegotiatedCodec | None = None
-    codecs: dict[int, NegotiatedCodec | None] = field(default_factory=dict)
-    codecs_of: NegotiatedStream | None = None
-    timer: asyncio.TimerHandle | None = None
-    last_keyframe_request: float = -math.inf
-    callback: Callable[..., None] | None = None
-    closed: bool = False
-    # --- shared with the workers (under ``lock``) ---
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    queue: deque[_Item] = field(default_factory=deque)
-    running: bool = False  # a decode job is queued or running
-    lost: bool = False  # frames were dropped before the queue's head
-    picture: VideoFrame | None = None
-    picture_at: float = -math.inf
-    fitted: dict[tuple[int, int], Planes] = field(default_factory=dict)
-    reformatter: VideoReformatter = field(default_factory=VideoReformatter)
-    # --- the decode job's own ---
-    decoders: dict[str, VideoDecoder | None] = field(default_factory=dict)
-    decoder: VideoDecoder | None = None  # the one in use (the loop reads keyframe_needed)
-
-    def tile(self, size: tuple[int, int], now: float, stale_after: float) -> Planes | None:
-        """The newest picture scaled to fit ``size``, None when there is none
-        or it is older than ``stale_after`` (any thread)."""
-        with self.lock:
-            picture = self.picture
-            if picture is None or now - self.picture_at > stale_after:
-                return None
-            planes = self.fitted.get(size)
-            if planes is None:
-                width, height = fit((picture.width, picture.height), size)
-                scaled = self.reformatter.reformat(
-                    picture, width=width, height=height, format="yuv420p"
-                )
-                planes = self.fitted[size] = _planes(scaled)
-            return planes
-
-
 @dataclass(slots=True)
 class _ComposeJob:
-    tiles: list[_Source | None]
+    tiles: list[DecodedSource | None]
     size: tuple[int, int]
     codec: NegotiatedCodec
     bitrate: int
@@ -288,7 +187,15 @@ class _Sink:
 
 
 class VideoCompositor:
-    """Grid compositions of ``sources`` for ``sinks``; ``close`` at the end."""
+    """Grid compositions of ``sources`` for ``sinks``; ``close`` at the end.
+
+    ``fps``: frames a second each sink is sent; ``stale_after``: seconds a
+    source's last picture is shown once it stops; ``playout_grid``: see
+    ``gateway.media.router.PLAYOUT_GRID``; ``on_timing(stage, seconds)``, for
+    benchmarks: "decode", "compose", "encode" (called on worker threads, keep
+    it cheap and thread-safe) and "delay" (a tick's deadline to its packets
+    sent, on the loop).
+    """
 
     def __init__(
         self,
@@ -309,7 +216,8 @@ class VideoCompositor:
         self._period = 1 / fps
         self._pts_step = math.ceil(VIDEO_CLOCK / fps)  # never below the encoders' pacing
         self._grid = playout_grid
-        self._sources: dict[RoutedStream, _Source] = {}
+        self._sources: dict[RoutedStream, DecodedSource] = {}
+        self._callbacks: dict[RoutedStream, Callable[..., None]] = {}
         self._sinks: dict[RoutedStream, _Sink] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._completions: Completions | None = None
@@ -328,210 +236,41 @@ class VideoCompositor:
             raise ValueError(f"cannot compose {stream.kind}")
         if self._closed or stream in self._sources:
             return
-        self._start_loop()
-        source = self._sources[stream] = _Source(stream, own)
+        loop = self._start_loop()
+        source = self._sources[stream] = DecodedSource(
+            stream,
+            self.executor,
+            loop,
+            playout_grid=self._grid,
+            on_timing=self.on_timing,
+            on_error=self._failed,
+        )
         if own:
-            source.callback = lambda _stream, data, arrival: self.feed(stream, data, arrival)
-            stream.on_rtp = source.callback
-        self._ask_for_keyframe(source)
+            callback = self._callbacks[stream] = lambda _stream, data, _arrival: source.feed(data)
+            stream.on_rtp = callback
+        source.ask_for_keyframe()
 
     def remove_source(self, stream: RoutedStream) -> None:
         """Stop showing ``stream``: where sinks list it, its tile is black (idempotent)."""
         source = self._sources.pop(stream, None)
-        if source is None:
-            return
-        source.closed = True
-        if source.timer is not None:
-            source.timer.cancel()
-            source.timer = None
-        if source.own and stream.on_rtp is source.callback:
+        if source is not None:
+            source.close()
+        callback = self._callbacks.pop(stream, None)
+        if callback is not None and stream.on_rtp is callback:
             stream.on_rtp = None
-        with source.lock:
-            source.queue.clear()
-            source.picture = None
-            source.fitted.clear()
-            idle = not source.running
-        if idle:  # else the decode job lets go of them when it sees ``closed``
-            source.decoders.clear()
-            source.decoder = None
 
     def feed(self, stream: object, data: bytes | bytearray, arrival: float = 0.0) -> None:
         """One RTP packet of source ``stream`` (the signature of ``on_rtp`` and
         of a router tap). ``arrival`` is accepted for that signature; packets
         are timed by the loop's clock, the one the playout timers run on."""
         source = self._sources.get(stream)  # type: ignore[call-overload]
-        if source is None or source.closed:
-            return
-        source.stats.packets += 1
-        try:
-            header, size = header_sizes(data)
-        except RtpError:
-            source.stats.malformed += 1
-            metrics.RTP_DROPPED.labels(reason="malformed").inc()
-            return
-        codec = self._codec_of(source, data[1] & 0x7F)
-        if codec is None:
-            source.stats.unknown_payload += 1
-            metrics.RTP_DROPPED.labels(reason="payload_type").inc()
-            return
-        if codec != source.codec:
-            if source.codec is not None:
-                source.jitter.reset()  # another codec: its frames start afresh
-            source.codec = codec
-        assert self._loop is not None
-        source.jitter.push(
-            (data[2] << 8) | data[3],
-            int.from_bytes(data[4:8], "big"),
-            bytes(data[header : header + size]),
-            self._loop.time(),
-            bool(data[1] & 0x80),
-        )
-        self._schedule(source)
+        if source is not None:
+            source.feed(data)
 
     def source_stats(self, stream: RoutedStream) -> SourceStats | None:
         """The counters of source ``stream`` (None if it is none)."""
         source = self._sources.get(stream)
         return source.stats if source is not None else None
-
-    def _codec_of(self, source: _Source, payload_type: int) -> NegotiatedCodec | None:
-        negotiated = source.stream.negotiated
-        if negotiated is None:
-            return None
-        if negotiated is not source.codecs_of:  # a re-INVITE: look again
-            source.codecs_of = negotiated
-            source.codecs.clear()
-        if payload_type not in source.codecs:
-            source.codecs[payload_type] = _video_codec(negotiated, payload_type)
-        return source.codecs[payload_type]
-
-    def _schedule(self, source: _Source) -> None:
-        deadline = source.jitter.next_deadline()
-        if deadline is None:
-            return
-        if self._grid:
-            deadline = round(deadline / self._grid) * self._grid
-        if source.timer is not None:
-            if source.timer.when() <= deadline:
-                return
-            source.timer.cancel()
-        assert self._loop is not None
-        source.timer = self._loop.call_at(deadline, self._play, source)
-
-    def _play(self, source: _Source) -> None:
-        """Frames due go to the decode queue; a gap goes as a loss."""
-        source.timer = None
-        if source.closed or self._loop is None:
-            return
-        now = self._loop.time()
-        while (item := source.jitter.pop(now + self._grid / 2)) is not None:
-            if isinstance(item, Conceal):
-                source.stats.concealed += item.count
-                self._enqueue(source, None)
-            elif source.codec is not None:
-                source.stats.frames += 1
-                self._enqueue(source, (source.codec, item.payloads, item.timestamp))
-        decoder = source.decoder
-        # No decoder yet (none made, or none possible for the codec), or one
-        # without a reference: ask for a keyframe.
-        if decoder.keyframe_needed if decoder is not None else not source.decoders:
-            self._ask_for_keyframe(source)
-        self._schedule(source)
-
-    def _ask_for_keyframe(self, source: _Source) -> None:
-        assert self._loop is not None
-        now = self._loop.time()
-        if now - source.last_keyframe_request < KEYFRAME_INTERVAL:
-            return
-        source.last_keyframe_request = now
-        source.stats.keyframe_requests += 1
-        source.stream.request_keyframe()
-
-    def _enqueue(self, source: _Source, item: _Item) -> None:
-        with source.lock:
-            if len(source.queue) >= FRAME_QUEUE:
-                source.queue.popleft()
-                source.lost = True
-                source.stats.dropped += 1
-                metrics.MEDIA_QUEUE_DROPS.inc()
-            source.queue.append(item)
-            if source.running:
-                return
-            source.running = True
-        try:
-            self.executor.submit(
-                functools.partial(self._drain, source),
-                key=source,
-                on_drop=functools.partial(self._drain_dropped, source),
-            )
-        except RuntimeError:  # the executor is shut down: the node stops
-            with source.lock:
-                source.running = False
-
-    @staticmethod
-    def _drain_dropped(source: _Source) -> None:
-        """The executor evicted the decode job (a global bound): its frames are lost."""
-        with source.lock:
-            source.stats.dropped += len(source.queue)
-            source.queue.clear()
-            source.lost = True
-            source.running = False
-
-    # --- decoding (executor; one job at a time per source) ------------------------------------
-    def _drain(self, source: _Source) -> None:
-        while True:
-            with source.lock:
-                if source.closed or not source.queue:
-                    source.running = False
-                    if source.closed:
-                        source.decoders.clear()
-                        source.decoder = None
-                    return
-                item = source.queue.popleft()
-                lost, source.lost = source.lost, False
-            self._decode(source, item, lost)
-
-    def _decode(self, source: _Source, item: _Item, lost: bool) -> None:
-        started = time.perf_counter()
-        try:
-            if (lost or item is None) and source.decoder is not None:
-                source.decoder.conceal()
-            if item is None:
-                return
-            codec, payloads, timestamp = item
-            decoder = self._decoder(source, codec)
-            if decoder is None:
-                return
-            errors = decoder.decode_errors
-            last = len(payloads) - 1
-            frames: list[VideoFrame] = []
-            for index, data in enumerate(payloads):  # the marker goes on the last, as sent
-                frames += decoder.decode(RtpPayload(data, timestamp, index == last))
-            if decoder.decode_errors != errors:
-                source.stats.decode_errors += decoder.decode_errors - errors
-                metrics.MEDIA_DECODE_ERRORS.labels(kind="video").inc(decoder.decode_errors - errors)
-            if frames:
-                with source.lock:
-                    source.picture = frames[-1]
-                    source.picture_at = time.monotonic()  # the loop's clock
-                    source.fitted.clear()
-                source.stats.pictures += 1
-        except Exception as exc:  # a codec failed: counted, the source goes on
-            source.stats.decode_errors += 1
-            self._failed("decode", exc)
-        if self.on_timing is not None and item is not None:
-            self.on_timing("decode", time.perf_counter() - started)
-
-    @staticmethod
-    def _decoder(source: _Source, codec: NegotiatedCodec) -> VideoDecoder | None:
-        name = codec.name.lower()
-        if name not in source.decoders:
-            try:
-                source.decoders[name] = create_video_decoder(codec)
-            except GatewayError as exc:
-                log.info("compositor: cannot decode", codec=codec.name, reason=exc.message)
-                source.decoders[name] = None
-        source.decoder = source.decoders[name]
-        return source.decoder
 
     # --- sinks ------------------------------------------------------------------------------
     def add_sink(self, stream: RoutedStream, sources: Sequence[RoutedStream] = ()) -> None:
@@ -586,10 +325,11 @@ class VideoCompositor:
         for stream in list(self._sources):
             self.remove_source(stream)
 
-    def _start_loop(self) -> None:
+    def _start_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._completions = Completions(self._loop)
+        return self._loop
 
     # --- the clock --------------------------------------------------------------------------
     def _tick(self) -> None:
@@ -712,8 +452,8 @@ class VideoCompositor:
                 continue
             pic_y, pic_u, pic_v = planes
             pic_h, pic_w = pic_y.shape
-            left = x + _even((tile_w - pic_w) / 2)
-            top = y + _even((tile_h - pic_h) / 2)
+            left = x + even((tile_w - pic_w) / 2)
+            top = y + even((tile_h - pic_h) / 2)
             y_plane[top : top + pic_h, left : left + pic_w] = pic_y
             rows = slice(top // 2, (top + pic_h) // 2)
             cols = slice(left // 2, (left + pic_w) // 2)
