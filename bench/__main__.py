@@ -16,6 +16,7 @@ BENCHMARKS = {
     "media_router": "bench.media_router",
     "bridge": "bench.bridge",
     "bridge_media": "bench.bridge_media",
+    "compositor": "bench.compositor",
 }
 
 
