@@ -21,8 +21,9 @@ canvas is composed and encoded as one job on the executor: black yuv420p
 planes, the sink's sources in order (at most four: one fills the picture,
 two sit side by side, three or four make a 2x2 grid; each picture keeps its
 aspect ratio inside its tile, the rest is black; a tile with no picture yet,
-a stale one, or one of a removed source, is black). A sink whose previous job
-is still running skips the tick (counted). The encoder is made for the
+a stale one, or one of a removed source, is black; no sources: all black).
+A sink whose previous job is still running skips the tick (counted), one on
+hold is sent nothing. The encoder is made for the
 sink's first negotiated codec we can encode, at ``remote_max_resolution``
 (else 640x480; at most 1280x720 worth of pixels, H.264 level 3.1) and at most
 ``VIDEO_BITRATE`` or the sink's ``remote_bandwidth``; a re-INVITE that
@@ -38,7 +39,9 @@ sent PLI/FIR); periodic keyframes are the caller's business.
 Sources are fed either by the compositor taking the stream's ``on_rtp``
 (``add_source(stream)``) or, when the stream's callbacks belong to the
 router, by the caller: ``router.tap(stream, compositor.feed)`` with
-``add_source(stream, own=False)``. Sinks' callbacks are never taken.
+``add_source(stream, own=False)``. Nothing else of a stream is taken: its
+``on_keyframe_request`` (its peer asking us) stays the caller's, who passes
+a sink's on with ``request_keyframe(sink)``.
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ copy is kept until the next picture. A decoder without a reference (start,
 loss, a dropped frame) has the stream asked for a keyframe, at most once per
 ``KEYFRAME_INTERVAL``.
 
-Threads: ``feed`` and ``close`` run on the loop; the decode job owns the
-decoders; the picture and its scaled copies are shared under ``lock`` with
-the composing jobs (``tile`` is safe from any thread).
+Threads: ``feed``, ``ask_for_keyframe`` and ``close`` run on the loop; the
+decode job owns the decoders; the queue, the picture and its scaled copies
+are shared under a lock that is never held across codec work (the loop takes
+it too), the scaler has its own; ``tile`` is safe from any thread.
 """
 
 from __future__ import annotations
@@ -136,15 +137,16 @@ class DecodedSource:
         self._timer: asyncio.TimerHandle | None = None
         self._last_keyframe_request = -math.inf
         self._closed = False
-        # Shared with the workers, under the lock.
-        self.lock = threading.Lock()
+        # Shared with the workers, under _lock.
+        self._lock = threading.Lock()
         self._queue: deque[_Item] = deque()
         self._running = False  # a decode job is queued or running
         self._lost = False  # frames were dropped before the queue's head
         self._picture: VideoFrame | None = None
         self._picture_at = -math.inf
         self._fitted: dict[tuple[int, int], Planes] = {}
-        self._reformatter = VideoReformatter()
+        self._scaling = threading.Lock()
+        self._scaler = VideoReformatter()
         # The decode job's own.
         self._decoders: dict[str, VideoDecoder | None] = {}
         self._decoder: VideoDecoder | None = None  # in use; the loop reads keyframe_needed
@@ -196,7 +198,7 @@ class DecodedSource:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        with self.lock:
+        with self._lock:
             self._queue.clear()
             self._picture = None
             self._fitted.clear()
@@ -249,7 +251,7 @@ class DecodedSource:
         self._schedule()
 
     def _enqueue(self, item: _Item) -> None:
-        with self.lock:
+        with self._lock:
             if len(self._queue) >= FRAME_QUEUE:
                 self._queue.popleft()
                 self._lost = True
@@ -262,12 +264,12 @@ class DecodedSource:
         try:
             self.executor.submit(self._drain, key=self, on_drop=self._drain_dropped)
         except RuntimeError:  # the executor is shut down: the node stops
-            with self.lock:
+            with self._lock:
                 self._running = False
 
     def _drain_dropped(self) -> None:
         """The executor evicted the decode job (a global bound): its frames are lost."""
-        with self.lock:
+        with self._lock:
             self.stats.dropped += len(self._queue)
             self._queue.clear()
             self._lost = True
@@ -276,7 +278,7 @@ class DecodedSource:
     # --- the decode job (executor; one at a time) ---------------------------------------------
     def _drain(self) -> None:
         while True:
-            with self.lock:
+            with self._lock:
                 if self._closed or not self._queue:
                     self._running = False
                     if self._closed:
@@ -307,9 +309,9 @@ class DecodedSource:
                 self.stats.decode_errors += decoder.decode_errors - errors
                 metrics.MEDIA_DECODE_ERRORS.labels(kind="video").inc(decoder.decode_errors - errors)
             if frames:
-                with self.lock:
+                with self._lock:
                     self._picture = frames[-1]
-                    self._picture_at = time.monotonic()  # the loop's clock
+                    self._picture_at = self._loop.time()  # a clock read, safe from here
                     self._fitted.clear()
                 self.stats.pictures += 1
         except Exception as exc:  # a codec failed: counted, the source goes on
@@ -335,15 +337,20 @@ class DecodedSource:
         """The newest picture scaled to fit ``size`` (aspect kept), None when
         there is none or it is older than ``stale_after`` seconds at ``now``
         (the loop's clock)."""
-        with self.lock:
+        with self._lock:
             picture = self._picture
             if picture is None or now - self._picture_at > stale_after:
                 return None
             planes = self._fitted.get(size)
-            if planes is None:
-                width, height = fit((picture.width, picture.height), size)
-                scaled = self._reformatter.reformat(
-                    picture, width=width, height=height, format="yuv420p"
-                )
-                planes = self._fitted[size] = yuv_planes(scaled)
+        if planes is not None:
             return planes
+        # Scaled outside ``lock``, which the loop takes too; the scaler (one
+        # per source keeps its SwsContext) has a lock of its own.
+        width, height = fit((picture.width, picture.height), size)
+        with self._scaling:
+            scaled = self._scaler.reformat(picture, width=width, height=height, format="yuv420p")
+        planes = yuv_planes(scaled)
+        with self._lock:
+            if self._picture is picture:
+                self._fitted[size] = planes
+        return planes

@@ -258,11 +258,26 @@ async def test_one_h264_source_fills_a_vp8_sink_at_the_default_size(
     sink = FakeStream(VP8, size=None)  # no imageattr: 640x480
     compositor.add_source(green)
     compositor.add_sink(sink, [green])
-    await send(compositor, [Camera(green, GREEN, H264)], 0.4)
-    compositor.close()
+    camera = Camera(green, GREEN, H264)
+    await send(compositor, [camera], 0.4)
     rgb = last_picture(sink, VP8)
     assert rgb.shape == (480, 640, 3)
     assert near(colour_at(rgb, 0.02, 0.02, 0.98, 0.98), GREEN)
+    assert sink.switched == 1  # one source for the sink's RTP session
+    # a re-INVITE: the room system now takes 320x180 (16:9) and at most 200 kbit/s
+    assert sink.negotiated is not None
+    sink.negotiated = dataclasses.replace(
+        sink.negotiated, remote_max_resolution=(320, 180), remote_bandwidth=200_000
+    )
+    sent = len(sink.sent)
+    await send(compositor, [camera], 0.3)
+    compositor.close()
+    del sink.sent[:sent]  # a new encoder, a new stream: it starts with a keyframe
+    rgb = last_picture(sink, VP8)
+    assert rgb.shape == (180, 320, 3)
+    assert sink.switched == 2
+    assert near(colour_at(rgb, 0.2, 0.05, 0.8, 0.95), GREEN)  # 4:3 in 16:9: pillarboxed
+    assert near(colour_at(rgb, 0.0, 0.0, 0.1, 1.0), BLACK)
 
 
 async def test_a_keyframe_request_makes_the_next_frame_a_keyframe(executor: MediaExecutor) -> None:
