@@ -169,9 +169,11 @@ class DecodedSource:
             self.stats.unknown_payload += 1
             metrics.RTP_DROPPED.labels(reason="payload_type").inc()
             return
-        if codec != self._codec:
-            if self._codec is not None:
-                self._jitter.reset()  # another codec: its frames start afresh
+        if codec is not self._codec:
+            # Another codec's frames start afresh; another number of the same
+            # codec (``also_received``) is the same stream.
+            if self._codec is not None and codec.name.lower() != self._codec.name.lower():
+                self._jitter.reset()
             self._codec = codec
         self._jitter.push(
             (data[2] << 8) | data[3],
