@@ -286,6 +286,10 @@ class MediaSettings(Section):
     #: Transcoded frames are played out on this grid (seconds), so that many
     #: streams come due in one wake-up of the event loop (0: each on its own).
     playout_grid: Annotated[float, Field(ge=0, le=0.02)] = 0.01
+    #: What a room system (a SIP leg with video) sees in a room of three or more:
+    #: "grid" (up to four others composed into one picture) or "speaker" (the
+    #: active speaker only, passed through where the codecs match: cheaper).
+    sip_layout: Literal["grid", "speaker"] = "grid"
 
     _address = field_validator("address")(check_host)
 

@@ -450,6 +450,7 @@ class Router:
         self._out: dict[RoutedStream, list[Route]] = {}
         self._in: dict[RoutedStream, list[Route]] = {}
         self._taps: dict[RoutedStream, list[Tap]] = {}
+        self._keyframe_listeners: dict[RoutedStream, list[Callable[[], None]]] = {}
 
     def link(self, source: RoutedStream, sink: RoutedStream) -> Route:
         """Deliver ``source``'s packets to ``sink`` from now on."""
@@ -475,10 +476,23 @@ class Router:
         """Both directions between ``a`` and ``b``."""
         return self.link(a, b), self.link(b, a)
 
-    def tap(self, stream: RoutedStream, tap: Tap) -> None:
-        """Also hand ``stream``'s packets to ``tap`` (a listener, a recorder of levels)."""
+    def tap(self, stream: RoutedStream, tap: Tap) -> Callable[[], None]:
+        """Also hand ``stream``'s packets to ``tap`` (a listener, a compositor); returns
+        the function that removes the tap."""
         self._attach(stream)
-        self._taps[stream].append(tap)
+        taps = self._taps[stream]
+        taps.append(tap)
+        return lambda: taps.remove(tap) if tap in taps else None
+
+    def on_keyframe_request(
+        self, stream: RoutedStream, callback: Callable[[], None]
+    ) -> Callable[[], None]:
+        """Also call ``callback`` when ``stream``'s peer asks for a keyframe (PLI/FIR), for
+        what sends to it outside a route (a compositor); returns the remove function."""
+        self._attach(stream)
+        listeners = self._keyframe_listeners[stream]
+        listeners.append(callback)
+        return lambda: listeners.remove(callback) if callback in listeners else None
 
     @property
     def loop_wakeups(self) -> int:
@@ -495,7 +509,9 @@ class Router:
         self._out[stream] = []
         self._in[stream] = []
         self._taps[stream] = []
+        self._keyframe_listeners[stream] = []
         outgoing, incoming, taps = self._out[stream], self._in[stream], self._taps[stream]
+        listeners = self._keyframe_listeners[stream]
 
         def on_rtp(source: object, data: bytes, arrival: float) -> None:
             for route in outgoing:
@@ -506,6 +522,8 @@ class Router:
         def on_keyframe_request(_stream: object) -> None:
             for route in incoming:
                 route.keyframe_requested()
+            for listener in list(listeners):
+                listener()
 
         stream.on_rtp = on_rtp
         stream.on_keyframe_request = on_keyframe_request
@@ -522,6 +540,7 @@ class Router:
     def remove(self, stream: RoutedStream) -> None:
         """Take ``stream`` out: every route from or to it ends."""
         self._taps.pop(stream, None)
+        self._keyframe_listeners.pop(stream, None)
         for route in self._out.pop(stream, []) + self._in.pop(stream, []):
             route.close()
             other = route.sink if route.source is stream else route.source

@@ -17,14 +17,16 @@ log = get_logger(__name__)
 
 
 class RouterUser(Protocol):
-    """Something that needs the router once it exists."""
+    """Something that needs the router once it exists (and the rooms' video layout)."""
 
     router: Router | None
+    sip_layout: str
 
 
 class MediaService:
     """Starts the executor (``media.codec_threads`` workers, 0 = one per core) and the
-    router (``media.opus_complexity``, ``media.playout_grid``)."""
+    router (``media.opus_complexity``, ``media.playout_grid``); tells the users the
+    room systems' layout (``media.sip_layout``, also on reload)."""
 
     def __init__(self, *users: RouterUser) -> None:
         self.users = users
@@ -39,11 +41,14 @@ class MediaService:
         )
         for user in self.users:
             user.router = self.router
+            user.sip_layout = media.sip_layout
         log.info("media plane ready", codec_workers=self.executor.workers)
 
     async def reload(self, settings: Settings) -> None:
-        """Worker count changes take effect on restart."""
-        return None
+        """A new ``media.sip_layout`` applies to rooms that form from now on; worker
+        count changes take effect on restart."""
+        for user in self.users:
+            user.sip_layout = settings.media.sip_layout
 
     async def stop(self) -> None:
         for user in self.users:

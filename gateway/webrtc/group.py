@@ -1,4 +1,4 @@
-"""Media of a room with three or more legs: one audio mix, video from the active speaker.
+"""Media of a room with three or more legs: one audio mix, video of the others.
 
 Two legs talk directly (``links.MediaLinker``); from the third on, every
 leg's audio goes into one ``AudioMixer`` and each hears the others
@@ -9,18 +9,32 @@ earliest other participant with video, usually the agent). A switch asks
 the new source for a keyframe, so the picture changes within a frame or
 two. Video goes through the router: passed through where the codecs
 match, transcoded where they differ (a VP8 browser to an H.264 room
-system). This is how an MCU such as Pexip serves legacy endpoints; a
-browser grid of every participant would need one receive slot per
-participant and is not built.
+system).
+
+A room system (any leg that is not a browser) sees up to four others at once
+in the ``grid`` layout (``media.sip_layout``, the default): its video comes
+from a ``VideoCompositor`` that decodes the others' video and composes one
+picture (two side by side, three or four in a 2x2 grid; the active speaker
+is kept in when more than four have video), encoded in the room system's
+codec at its declared size and bandwidth, with its keyframe requests and a
+keyframe every ``KEYFRAME_EVERY`` seconds. With only one other picture, or
+while somebody shares a screen (shown full size, as Pexip shows a
+presentation to legacy endpoints without BFCP), and in the ``speaker``
+layout, it gets one participant's video through the router instead: no
+decoding where the codecs match. This is how an MCU such as Pexip serves
+legacy endpoints; a browser grid of every participant would need one
+receive slot per participant and is not built.
 """
 
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections.abc import Callable
 from typing import Any
 
 from gateway.log import get_logger
+from gateway.media.compositor import VideoCompositor
 from gateway.media.mixer import AudioMixer
 from gateway.media.router import Route, RoutedStream, Router, RtpPort
 from gateway.webrtc.leg import WebRtcLeg
@@ -35,6 +49,9 @@ HOLD = 1.5
 SPEAKING = 300.0
 #: Seconds between the keyframes sent unasked to a SIP leg's video.
 KEYFRAME_EVERY = 10.0
+#: Pictures in a room system's grid at most.
+GRID_TILES = 4
+LAYOUTS = ("grid", "speaker")
 
 
 def stream_of(leg: Any, kind: str, ports: list[WebRtcPort]) -> RoutedStream | None:
@@ -109,9 +126,17 @@ def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[],
 class GroupMedia:
     """The media of ``legs`` (three or more); ``close()`` undoes it all."""
 
-    def __init__(self, router: Router, legs: list[Any]) -> None:
+    def __init__(self, router: Router, legs: list[Any], *, layout: str = "grid") -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}")
         self.router = router
         self.legs = list(legs)
+        self.layout = layout
+        self.compositor: VideoCompositor | None = None
+        self._grids: dict[int, tuple[Any, ...]] = {}  # sink leg -> the legs it sees
+        self._grid_stops: dict[int, Callable[[], None]] = {}  # sink leg -> keyframe hooks
+        self._grid_sources: dict[int, tuple[RoutedStream, Callable[[], None]]] = {}
+        self._sharing = False
         self.mixer = AudioMixer(router.executor)
         self._ports: list[WebRtcPort] = []
         self._voice: dict[int, RoutedStream] = {}  # id(leg) -> its stream in the mix
@@ -131,10 +156,14 @@ class GroupMedia:
             if screen is not None:
                 self._screens[id(leg)] = screen
         self._loop = asyncio.get_running_loop()
+        self._sharing = self._anyone_sharing()
         self._choose()
         self._timer: asyncio.TimerHandle | None = self._loop.call_later(CHECK_EVERY, self._check)
 
     # --- active speaker ------------------------------------------------------------------
+    def _anyone_sharing(self) -> bool:
+        return any(isinstance(leg, WebRtcLeg) and leg.sharing() for leg in self.legs)
+
     def _speaker(self) -> Any:
         for leg in self.legs:  # a shared screen is what everybody wants to see
             if isinstance(leg, WebRtcLeg) and leg.sharing():
@@ -149,6 +178,10 @@ class GroupMedia:
 
     def _check(self) -> None:
         self._timer = self._loop.call_later(CHECK_EVERY, self._check)
+        sharing = self._anyone_sharing()
+        if sharing != self._sharing:  # a share began or ended: grids give way or return
+            self._sharing = sharing
+            self._choose()
         speaker = self._speaker()
         now = self._loop.time()
         if speaker is None or speaker is self.active:
@@ -183,6 +216,11 @@ class GroupMedia:
             screen = self._screens.get(id(sink))
             if screen is None:
                 continue
+            grid = self._grid_for(sink, screen)
+            if grid:
+                self._show_grid(sink, screen, grid)
+                continue
+            self._end_grid(sink, screen)
             source = self._source_for(sink)
             current = self._routes.get(id(sink))
             if current is not None and current[0] is source:
@@ -203,6 +241,82 @@ class GroupMedia:
                 )
             self._routes[id(sink)] = (source, route, stream)
             self.switches += 1
+        used = {id(leg) for legs in self._grids.values() for leg in legs}
+        for key in [key for key in self._grid_sources if key not in used]:
+            _stream, stop = self._grid_sources.pop(key)
+            stop()
+
+    # --- the grid ----------------------------------------------------------------------------
+    def _grid_for(self, sink: Any, screen: RoutedStream) -> tuple[Any, ...]:
+        """The legs ``sink`` sees in a grid, or () when it gets one picture."""
+        if self.layout != "grid" or isinstance(screen, WebRtcPort) or self._sharing:
+            return ()
+        others = [leg for leg in self.legs if leg is not sink and id(leg) in self._screens]
+        if len(others) < 2:
+            return ()
+        if len(others) > GRID_TILES and self.active in others[GRID_TILES - 1 :]:
+            others.remove(self.active)
+            others.insert(0, self.active)
+        return tuple(others[:GRID_TILES])
+
+    def _show_grid(self, sink: Any, screen: RoutedStream, legs: tuple[Any, ...]) -> None:
+        current = self._routes.pop(id(sink), None)
+        if current is not None:
+            self._drop(current)
+        shown = self._grids.get(id(sink))
+        if shown is not None and len(shown) == len(legs) and all(map(operator.is_, shown, legs)):
+            return
+        if self.compositor is None:
+            self.compositor = VideoCompositor(self.router.executor)
+        compositor = self.compositor
+        streams = [self._grid_source(leg, compositor) for leg in legs]
+        if shown is None:
+            screen.switch_source()
+            compositor.add_sink(screen, streams)
+
+            def keyframe() -> None:
+                compositor.request_keyframe(screen)
+
+            self._grid_stops[id(sink)] = _both(
+                self.router.on_keyframe_request(screen, keyframe), repeat(KEYFRAME_EVERY, keyframe)
+            )
+            self.switches += 1
+        else:
+            compositor.set_sources(screen, streams)
+        self._grids[id(sink)] = legs
+
+    def _grid_source(self, leg: Any, compositor: VideoCompositor) -> RoutedStream:
+        """``leg``'s video as a compositor source (made once, shared by every grid)."""
+        known = self._grid_sources.get(id(leg))
+        if known is not None:
+            return known[0]
+        if isinstance(leg, WebRtcLeg):  # a port of its own, its packets all the compositor's
+            port = ScreenOrCamera(leg)
+            compositor.add_source(port)
+
+            def stop_port() -> None:
+                compositor.remove_source(port)
+                port.close()
+
+            self._grid_sources[id(leg)] = (port, stop_port)
+            return port
+        stream = self._screens[id(leg)]  # its packets also go to the browsers' routes
+        compositor.add_source(stream, own=False)
+        self._grid_sources[id(leg)] = (
+            stream,
+            _both(
+                self.router.tap(stream, compositor.feed), lambda: compositor.remove_source(stream)
+            ),
+        )
+        return stream
+
+    def _end_grid(self, sink: Any, screen: RoutedStream) -> None:
+        if self._grids.pop(id(sink), None) is None:
+            return
+        if self.compositor is not None:
+            self.compositor.remove_sink(screen)
+        self._grid_stops.pop(id(sink), nothing)()
+        screen.switch_source()
 
     def _video_source(self, leg: Any) -> RoutedStream | None:
         if isinstance(leg, WebRtcLeg):  # one port per route: it goes with the route
@@ -229,6 +343,13 @@ class GroupMedia:
         for current in list(self._routes.values()):
             self._drop(current)
         self._routes.clear()
+        for stop in [*self._grid_stops.values(), *(s for _, s in self._grid_sources.values())]:
+            stop()
+        self._grid_stops.clear()
+        self._grid_sources.clear()
+        self._grids.clear()
+        if self.compositor is not None:
+            self.compositor.close()
         for stream in self._screens.values():
             self.router.remove(stream)
         for port in self._ports:

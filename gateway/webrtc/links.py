@@ -16,7 +16,8 @@ video gets a keyframe every ``group.KEYFRAME_EVERY`` seconds unasked: many room
 systems never send PLI/FIR.
 
 Three legs or more: ``group(legs)`` (``gateway.webrtc.group.GroupMedia``:
-one audio mix, video from the active speaker).
+one audio mix; browsers see the active speaker, room systems a grid of up to
+four others or the active speaker, per ``media.sip_layout``).
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ class RtpLeg(Protocol):
 class MediaLinker:
     """``connect(a, b)`` for ``gateway.rooms.room.Room``; returns the undo function."""
 
-    def __init__(self, router: Router | None) -> None:
+    def __init__(self, router: Router | None, *, sip_layout: str = "grid") -> None:
         self.router = router
+        #: What room systems see in groups (``media.sip_layout``): "grid" or "speaker".
+        self.sip_layout = sip_layout
 
     def __call__(self, a: Any, b: Any) -> Callable[[], None]:
         if isinstance(a, WebRtcLeg) and isinstance(b, WebRtcLeg):
@@ -111,7 +114,7 @@ class MediaLinker:
         if self.router is None:
             log.warning("media: no router on this node, legs not linked")
             return nothing
-        return GroupMedia(self.router, legs).close
+        return GroupMedia(self.router, legs, layout=self.sip_layout).close
 
 
 def _same_audio(a: WebRtcLeg, b: WebRtcLeg) -> None:

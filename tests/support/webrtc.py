@@ -56,6 +56,22 @@ class PatternTrack(VideoStreamTrack):
         return frame
 
 
+class ColourTrack(VideoStreamTrack):
+    """One solid colour (RGB), 320x240: where it ends up in a composed picture is easy to
+    tell."""
+
+    def __init__(self, colour: tuple[int, int, int]) -> None:
+        super().__init__()
+        self._image = np.empty((240, 320, 3), np.uint8)
+        self._image[:] = colour
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = VideoFrame.from_ndarray(self._image, format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
 class ToneTrack(AudioStreamTrack):
     """A tone (440 Hz unless told) at about -12 dBFS, 20 ms frames at 48 kHz."""
 
@@ -99,6 +115,7 @@ class BrowserPeer:
         video_codec: str | None = None,
         tone_hz: float = 440.0,
         screen: bool = False,
+        colour: tuple[int, int, int] | None = None,
     ) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.video_frames = 0
@@ -114,7 +131,8 @@ class BrowserPeer:
         for kind, wanted in (("video", video), ("audio", audio)):
             if not wanted:
                 continue
-            track = (PatternTrack() if kind == "video" else ToneTrack(tone_hz)) if send else None
+            camera = PatternTrack() if colour is None else ColourTrack(colour)
+            track = (camera if kind == "video" else ToneTrack(tone_hz)) if send else None
             transceiver = self.pc.addTransceiver(
                 track or kind, direction="sendrecv" if send else "recvonly"
             )
