@@ -252,7 +252,8 @@ def test_a_sip_room_system_and_the_agent_see_each_other(
     browser: Browser, demo: DemoDaemon, phones: Phones, codec: str
 ) -> None:
     """baresip with video (VP8: passed through; H.264: transcoded from the browser's VP8)
-    dialled out through the video bridge: each side decodes the other's pictures."""
+    dialled out through the video bridge: each side decodes the other's pictures; the
+    agent's shared screen reaches the room system in place of the camera."""
     room = Baresip(
         codec, registrar=phones.proxy.address, password=USERS[codec], codecs=("PCMU",),
         video=codec,
@@ -272,11 +273,29 @@ def test_a_sip_room_system_and_the_agent_see_each_other(
         before = frames_shown(room)
         time.sleep(2.0)
         assert frames_shown(room) > before + 10, "the room system shows the agent's video"
+        if codec == "vp8":  # passed through: the room system shows what Chromium sends, as sent
+            # The agent shares the screen: it replaces the camera in the room system's
+            # video (no BFCP), at the screen's own size; stopping brings the camera back.
+            camera = displayed_size(room)
+            share = agent.get_by_role("button", name="Share screen")
+            share.click()
+            expect(agent.locator("#btn-screen")).to_have_attribute("aria-pressed", "true")
+            until("the screen at the room system", lambda: displayed_size(room) != camera)
+            width, _height = displayed_size(room)
+            assert width >= 640, displayed_size(room)
+            share.click()
+            until("the camera again", lambda: displayed_size(room) == camera)
         entry.get_by_role("button", name="Hang up").click()
         expect(entry).to_have_attribute("data-state", "ended", timeout=10000)
     finally:
         context.close()
         room.stop()
+
+
+def displayed_size(ua: Baresip) -> tuple[int, int]:
+    """The size of the last picture baresip displayed (``vidisp: fakevideo W x H``)."""
+    found = re.search(r"vidisp: \S+ (\d+) x (\d+)", ua.video_stats().raw)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
 
 def frames_shown(ua: Baresip) -> int:
