@@ -44,19 +44,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from av import VideoFrame
 from av.video.reformatter import VideoReformatter
 
 from bench import emit, log, percentile
 from bench._load import cpu_seconds
+from bench.media_codecs import camera_like
 from gateway.media.compositor import VideoCompositor
-from gateway.media.decoded_source import yuv_planes
 from gateway.media.negotiation import NegotiatedCodec, NegotiatedStream
 from gateway.media.rtp import RtpWriter
 from gateway.media.sdp_attributes import Direction
 from mediacodecs.base import RtpPayload
 from mediacodecs.executor import MediaExecutor
+from mediacodecs.picture import yuv_planes
 from mediacodecs.registry import create_video_decoder, create_video_encoder
 from mediacodecs.video import VIDEO_TIME_BASE, video_frame
 
@@ -68,26 +68,10 @@ VP8 = NegotiatedCodec(96, "VP8", 90000)
 H264 = NegotiatedCodec(97, "H264", 90000, fmtp="packetization-mode=1;profile-level-id=42e01f")
 
 
-def _pattern(index: int) -> npt.NDArray[np.uint8]:
-    """A moving gradient with scrolling texture: a camera, roughly, for a codec."""
-    x = np.arange(WIDTH)[None, :]
-    y = np.arange(HEIGHT)[:, None]
-    rgb = np.empty((HEIGHT, WIDTH, 3), dtype=np.int32)
-    rgb[..., 0] = (x + 4 * index) % 256
-    rgb[..., 1] = (2 * y + 3 * index) % 256
-    rgb[..., 2] = ((x + y) // 2 + 2 * index) % 256
-    texture = np.roll(_TEXTURE, 3 * index, axis=1)[:HEIGHT, :WIDTH]
-    camera: npt.NDArray[np.uint8] = np.clip(rgb + texture[..., None], 0, 255).astype(np.uint8)
-    return camera
-
-
-_TEXTURE = np.random.default_rng(2).integers(-24, 24, (HEIGHT, 2 * WIDTH), dtype=np.int32)
-
-
 def recording() -> list[list[bytes]]:
     """The VP8 payloads of each frame of the test pattern (the first a keyframe)."""
     encoder = create_video_encoder(VP8, width=WIDTH, height=HEIGHT, fps=FPS, bitrate=500_000)
-    frames = [encoder.encode(video_frame(_pattern(i), i * 6000)) for i in range(RECORDING)]
+    frames = [encoder.encode(video_frame(camera_like(i), i * 6000)) for i in range(RECORDING)]
     return [[payload.data for payload in frame] for frame in frames]
 
 

@@ -69,7 +69,7 @@ def _speech_like(rate: int, seconds: float) -> Pcm:
     return (6000 * (voice * envelope + noise)).astype(np.int16)
 
 
-def _camera_like(index: int) -> npt.NDArray[np.uint8]:
+def camera_like(index: int) -> npt.NDArray[np.uint8]:
     """A moving gradient with scrolling texture: harder than a plain gradient."""
     x = np.arange(WIDTH)[None, :]
     y = np.arange(HEIGHT)[:, None]
@@ -99,7 +99,7 @@ def _audio_payloads(codec: CodecSpec, rate: int, seconds: float) -> list[RtpPayl
 def _video_payloads(codec: CodecSpec, frames: int) -> list[list[RtpPayload]]:
     encoder = create_video_encoder(codec, width=WIDTH, height=HEIGHT, fps=FPS, bitrate=800_000)
     return [
-        encoder.encode(video_frame(_camera_like(i), round(i * 90000 / FPS))) for i in range(frames)
+        encoder.encode(video_frame(camera_like(i), round(i * 90000 / FPS))) for i in range(frames)
     ]
 
 
@@ -265,7 +265,7 @@ def bench_codec_costs(seconds: float, frames: int, repeat: int) -> None:
         decode = _best(functools.partial(_decode_audio, codec, payloads), repeat)
         emit(BENCH, f"{name}_encode_core_share", 100 * 50 / encode, "% of a core")
         emit(BENCH, f"{name}_decode_core_share", 100 * 50 / decode, "% of a core")
-    pictures = [video_frame(_camera_like(i), round(i * 90000 / FPS)) for i in range(frames)]
+    pictures = [video_frame(camera_like(i), round(i * 90000 / FPS)) for i in range(frames)]
     for codec in (VP8, H264):
         coded = _video_payloads(codec, frames)
         name = codec.name.lower()

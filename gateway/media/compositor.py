@@ -57,7 +57,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from av import VideoFrame
 
 from gateway import metrics
 from gateway.errors import GatewayError
@@ -75,8 +74,9 @@ from gateway.media.router import PLAYOUT_GRID, VIDEO_BITRATE, Completions, Route
 from gateway.media.rtp import RtpWriter
 from mediacodecs.base import RtpPayload, VideoEncoder
 from mediacodecs.executor import JobDropped, MediaExecutor
+from mediacodecs.picture import Picture, yuv420p_frame
 from mediacodecs.registry import codec_info, create_video_encoder, h264_packetization_mode
-from mediacodecs.video import VIDEO_CLOCK, VIDEO_TIME_BASE
+from mediacodecs.video import VIDEO_CLOCK
 
 __all__ = [
     "FRAME_QUEUE",
@@ -434,7 +434,7 @@ class VideoCompositor:
             self._failed("compose", exc)
             return sink.generation, []
 
-    def _canvas(self, sink: _Sink, job: _ComposeJob) -> VideoFrame:
+    def _canvas(self, sink: _Sink, job: _ComposeJob) -> Picture:
         width, height = job.size
         luma, chroma = width * height, (width // 2) * (height // 2)
         if sink.canvas is None or sink.canvas.size != luma + 2 * chroma:
@@ -462,10 +462,7 @@ class VideoCompositor:
             cols = slice(left // 2, (left + pic_w) // 2)
             u_plane[rows, cols] = pic_u
             v_plane[rows, cols] = pic_v
-        frame = VideoFrame.from_ndarray(canvas.reshape(-1, width), format="yuv420p")
-        frame.pts = job.pts
-        frame.time_base = VIDEO_TIME_BASE
-        return frame
+        return yuv420p_frame(canvas, width, job.pts)
 
     def _encoder(self, sink: _Sink, job: _ComposeJob) -> VideoEncoder | None:
         key = (job.codec, job.size, job.bitrate)

@@ -31,11 +31,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-from av import VideoFrame
-from av.video.reformatter import VideoReformatter
-
 from gateway import metrics
 from gateway.errors import GatewayError
 from gateway.log import get_logger
@@ -45,6 +40,7 @@ from gateway.media.router import KEYFRAME_INTERVAL, RoutedStream
 from gateway.media.rtp import RtpError, header_sizes
 from mediacodecs.base import RtpPayload, VideoDecoder
 from mediacodecs.executor import MediaExecutor
+from mediacodecs.picture import Picture, Planes, Scaler
 from mediacodecs.registry import codec_info, create_video_decoder
 from mediacodecs.video import VIDEO_CLOCK
 
@@ -53,7 +49,6 @@ log = get_logger(__name__)
 #: Frames of one source waiting for its decode job; beyond, the oldest goes.
 FRAME_QUEUE = 4
 
-Planes = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
 #: ``on_timing(stage, seconds)``, see ``VideoCompositor``.
 TimingHook = Callable[[str, float], None]
 #: ``on_error(stage, exception)``: a job failed (count it, log it).
@@ -72,19 +67,6 @@ def fit(picture: tuple[int, int], tile: tuple[int, int]) -> tuple[int, int]:
     (pw, ph), (tw, th) = picture, tile
     scale = min(tw / pw, th / ph)
     return max(2, min(tw, even(round(pw * scale)))), max(2, min(th, even(round(ph * scale))))
-
-
-def yuv_planes(frame: VideoFrame) -> Planes:
-    """Copies of the Y, U and V planes of a yuv420p frame with even sides."""
-    width, height = frame.width, frame.height
-    # Y, then U, then V, without line padding
-    flat: npt.NDArray[np.uint8] = np.asarray(frame.to_ndarray(), np.uint8).reshape(-1)
-    luma, chroma = width * height, (width // 2) * (height // 2)
-    return (
-        flat[:luma].reshape(height, width),
-        flat[luma : luma + chroma].reshape(height // 2, width // 2),
-        flat[luma + chroma : luma + 2 * chroma].reshape(height // 2, width // 2),
-    )
 
 
 def _video_codec(negotiated: NegotiatedStream, payload_type: int) -> NegotiatedCodec | None:
@@ -142,11 +124,11 @@ class DecodedSource:
         self._queue: deque[_Item] = deque()
         self._running = False  # a decode job is queued or running
         self._lost = False  # frames were dropped before the queue's head
-        self._picture: VideoFrame | None = None
+        self._picture: Picture | None = None
         self._picture_at = -math.inf
         self._fitted: dict[tuple[int, int], Planes] = {}
         self._scaling = threading.Lock()
-        self._scaler = VideoReformatter()
+        self._scaler = Scaler()
         # The decode job's own.
         self._decoders: dict[str, VideoDecoder | None] = {}
         self._decoder: VideoDecoder | None = None  # in use; the loop reads keyframe_needed
@@ -304,7 +286,7 @@ class DecodedSource:
                 return
             errors = decoder.decode_errors
             last = len(payloads) - 1
-            frames: list[VideoFrame] = []
+            frames: list[Picture] = []
             for index, data in enumerate(payloads):  # the marker on the last, as sent
                 frames += decoder.decode(RtpPayload(data, timestamp, index == last))
             if decoder.decode_errors != errors:
@@ -350,8 +332,7 @@ class DecodedSource:
         # per source keeps its SwsContext) has a lock of its own.
         width, height = fit((picture.width, picture.height), size)
         with self._scaling:
-            scaled = self._scaler.reformat(picture, width=width, height=height, format="yuv420p")
-        planes = yuv_planes(scaled)
+            planes = self._scaler.planes(picture, width, height)
         with self._lock:
             if self._picture is picture:
                 self._fitted[size] = planes

@@ -21,23 +21,20 @@ import pytest
 from gateway.media.capabilities import SrtpPolicy
 from gateway.media.negotiation import NegotiatedCodec, NegotiatedStream
 from gateway.media.router import Router
-from gateway.media.rtp import header_sizes
 from gateway.media.rtp_transport import RtpPortAllocator
 from gateway.media.sdp_attributes import Direction
 from gateway.media.stream import MediaStream
 from gateway.webrtc.group import GroupMedia
 from gateway.webrtc.leg import WebRtcLeg
-from mediacodecs.base import RtpPayload
 from mediacodecs.executor import MediaExecutor
-from mediacodecs.registry import create_video_decoder
 from tests.support.aio import wait_for
+from tests.support.pictures import Rgb, colour_at, decode_rgb, near
 from tests.support.webrtc import LEG_SETTINGS, BrowserPeer, peer_to_answering_leg
 
 pytestmark = pytest.mark.integration
 
 H264 = NegotiatedCodec(97, "H264", 90000, fmtp="packetization-mode=1;profile-level-id=42e01f")
 RED, BLUE = (255, 0, 0), (0, 0, 255)
-Rgb = tuple[int, int, int]
 
 
 @dataclass
@@ -52,19 +49,8 @@ class Screen(asyncio.DatagramProtocol):
 
     def picture(self) -> npt.NDArray[np.uint8] | None:
         """The newest picture decoded from the last second or so of packets."""
-        decoder = create_video_decoder(H264)
-        frames = []
-        for packet in self.packets[-400:]:
-            header, size = header_sizes(packet)
-            payload = RtpPayload(
-                packet[header : header + size],
-                int.from_bytes(packet[4:8], "big"),
-                bool(packet[1] & 0x80),
-            )
-            frames += decoder.decode(payload)
-        if not frames:
-            return None
-        return np.asarray(frames[-1].to_ndarray(format="rgb24"), np.uint8)
+        pictures = decode_rgb(self.packets[-400:], H264)
+        return pictures[-1] if pictures else None
 
 
 class RoomSystem:
@@ -77,16 +63,9 @@ class RoomSystem:
         return self.stream if kind == "video" else None
 
 
-def colour_at(rgb: npt.NDArray[np.uint8], x0: float, x1: float) -> Rgb:
+def middle(rgb: npt.NDArray[np.uint8], x0: float, x1: float) -> Rgb:
     """Mean colour of a band across the middle of the picture, x as fractions."""
-    height, width, _ = rgb.shape
-    region = rgb[round(0.42 * height) : round(0.58 * height), round(x0 * width) : round(x1 * width)]
-    r, g, b = region.reshape(-1, 3).mean(axis=0)
-    return round(r), round(g), round(b)
-
-
-def near(actual: Rgb, expected: Rgb, tolerance: int = 50) -> bool:
-    return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True))
+    return colour_at(rgb, x0, 0.42, x1, 0.58)
 
 
 @dataclass
@@ -111,8 +90,8 @@ class Room:
             if picture is not None and check(picture):
                 return
             if loop.time() > deadline:
-                seen = None if picture is None else (colour_at(picture, 0.05, 0.45),
-                                                     colour_at(picture, 0.55, 0.95))  # fmt: skip
+                seen = None if picture is None else (middle(picture, 0.05, 0.45),
+                                                     middle(picture, 0.55, 0.95))  # fmt: skip
                 raise AssertionError(f"the room system's picture never passed: {seen}")
 
 
@@ -153,7 +132,9 @@ async def room(executor: MediaExecutor) -> AsyncIterator[Room]:
 
 
 def _grid(picture: npt.NDArray[np.uint8]) -> bool:
-    return near(colour_at(picture, 0.05, 0.45), RED) and near(colour_at(picture, 0.55, 0.95), BLUE)
+    return near(middle(picture, 0.05, 0.45), RED, 50) and near(
+        middle(picture, 0.55, 0.95), BLUE, 50
+    )
 
 
 async def test_a_room_system_sees_both_browsers_and_a_share_alone(room: Room) -> None:
@@ -165,7 +146,7 @@ async def test_a_room_system_sees_both_browsers_and_a_share_alone(room: Room) ->
     assert picture is not None and picture.shape[:2] == (480, 640)  # no size declared
     # A's share takes the whole picture (neither red left nor blue right any more) ...
     await room.peers[0].share()
-    await room.shows(lambda p: not near(colour_at(p, 0.55, 0.95), BLUE), timeout=10)
+    await room.shows(lambda p: not near(middle(p, 0.55, 0.95), BLUE, 50), timeout=10)
     # ... and the grid comes back when it ends.
     await room.peers[0].stop_sharing()
     await room.shows(_grid, timeout=10)
@@ -179,7 +160,7 @@ async def test_a_room_system_sees_both_browsers_and_a_share_alone(room: Room) ->
 
 async def test_the_speaker_layout_shows_one_picture(room: Room) -> None:
     group = room.group("speaker")
-    await room.shows(lambda p: near(colour_at(p, 0.05, 0.95), RED), timeout=10)
+    await room.shows(lambda p: near(middle(p, 0.05, 0.95), RED, 50), timeout=10)
     assert group.compositor is None  # passed through the router, never composed
     group.close()
 

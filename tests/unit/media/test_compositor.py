@@ -25,12 +25,12 @@ from gateway.media.compositor import (
 from gateway.media.negotiation import NegotiatedCodec, NegotiatedStream
 from gateway.media.rtp import RtpWriter, header_sizes
 from gateway.media.sdp_attributes import Direction
-from mediacodecs.base import RtpPayload
 from mediacodecs.executor import MediaExecutor
 from mediacodecs.h264 import h264_depacketize
-from mediacodecs.registry import create_video_decoder, create_video_encoder
+from mediacodecs.registry import create_video_encoder
 from mediacodecs.video import video_frame
 from mediacodecs.vp8 import vp8_depacketize
+from tests.support.pictures import colour_at, decode_rgb, near
 
 VP8 = NegotiatedCodec(96, "VP8", 90000)
 H264 = NegotiatedCodec(97, "H264", 90000, fmtp="packetization-mode=1;profile-level-id=42e01f")
@@ -139,31 +139,9 @@ def keyframes(sink: FakeStream, codec: NegotiatedCodec) -> list[bool]:
 
 def last_picture(sink: FakeStream, codec: NegotiatedCodec) -> npt.NDArray[np.uint8]:
     """The last frame the sink was sent, decoded, as RGB."""
-    decoder = create_video_decoder(codec)
-    pictures = []
-    for packet in sink.sent:
-        header, size = header_sizes(packet)
-        payload = RtpPayload(
-            packet[header : header + size],
-            int.from_bytes(packet[4:8], "big"),
-            bool(packet[1] & 0x80),
-        )
-        pictures += decoder.decode(payload)
+    pictures = decode_rgb(sink.sent, codec)
     assert pictures, "the sink got no decodable frame"
-    rgb: npt.NDArray[np.uint8] = np.asarray(pictures[-1].to_ndarray(format="rgb24"), np.uint8)
-    return rgb
-
-
-def colour_at(rgb: npt.NDArray[np.uint8], x0: float, y0: float, x1: float, y1: float) -> Rgb:
-    """Mean colour of a region given as fractions of the picture."""
-    height, width, _ = rgb.shape
-    region = rgb[round(y0 * height) : round(y1 * height), round(x0 * width) : round(x1 * width)]
-    r, g, b = region.reshape(-1, 3).mean(axis=0)
-    return round(r), round(g), round(b)
-
-
-def near(actual: Rgb, expected: Rgb, tolerance: int = 40) -> bool:
-    return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True))
+    return pictures[-1]
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
