@@ -79,6 +79,7 @@ from bench.media_router import (
     _spy,
     _stop,
     _video_ticks,
+    asks_keyframe,
     hot_spots,
 )
 
@@ -285,21 +286,10 @@ class Call:
             except (BlockingIOError, OSError):
                 return
             if len(data) < 12 or 192 <= data[1] <= 223:
-                self.sip_keyframe_wanted |= _asks_keyframe(data)
+                self.sip_keyframe_wanted |= asks_keyframe(data)
                 continue
             timestamp = int.from_bytes(data[4:8], "big")
             self.at_sip.arrive(timestamp, bool(data[1] & 0x80), time.monotonic(), load.window)
-
-
-def _asks_keyframe(data: bytes) -> bool:
-    """Whether muxed RTCP ``data`` holds a PLI (PSFB, FMT 1) or FIR (PSFB, FMT 4) anywhere in
-    its compound packet (a PLI often follows a receiver report in the same datagram)."""
-    offset = 0
-    while offset + 4 <= len(data):
-        if data[offset + 1] == 206 and data[offset] & 0x1F in (1, 4):
-            return True
-        offset += 4 * (int.from_bytes(data[offset + 2 : offset + 4], "big") + 1)
-    return False
 
 
 # --- the gateway side (child process) -------------------------------------------------------

@@ -217,6 +217,17 @@ async def _gateway(spec: GatewaySpec, conn: Connection) -> None:
 # --- the load generator (this process) ------------------------------------------------------
 
 
+def asks_keyframe(data: bytes) -> bool:
+    """Whether muxed RTCP ``data`` holds a PLI (PSFB, FMT 1) or FIR (PSFB, FMT 4) anywhere in
+    its compound packet (a PLI often follows a receiver report in the same datagram)."""
+    offset = 0
+    while offset + 4 <= len(data):
+        if data[offset + 1] == 206 and data[offset] & 0x1F in (1, 4):
+            return True
+        offset += 4 * (int.from_bytes(data[offset + 2 : offset + 4], "big") + 1)
+    return False
+
+
 @dataclass(slots=True, eq=False)
 class _Leg:
     """One side of one call: sends to the gateway, receives the other side's packets."""
@@ -280,7 +291,7 @@ class _Leg:
     def receive(self, data: bytes, now: float, window: tuple[float, float], late: float) -> None:
         if len(data) < 12 or 192 <= data[1] <= 223:
             # RTCP (muxed): reports; a PLI (PSFB, FMT 1) asks this side for a keyframe.
-            self.keyframe_wanted |= data[1] == 206 and data[0] & 0x1F == 1
+            self.keyframe_wanted |= asks_keyframe(data)
             return
         peer = self.peer
         assert peer is not None
