@@ -72,6 +72,8 @@ from gateway.media.decoded_source import (
 from gateway.media.negotiation import NegotiatedCodec
 from gateway.media.router import PLAYOUT_GRID, VIDEO_BITRATE, Completions, RoutedStream
 from gateway.media.rtp import RtpWriter
+from gateway.media.video_limits import fit as fit_to_limits
+from gateway.media.video_limits import limits_of
 from mediacodecs.base import RtpPayload, VideoEncoder
 from mediacodecs.executor import JobDropped, MediaExecutor
 from mediacodecs.picture import Picture, yuv420p_frame
@@ -163,6 +165,7 @@ class SinkStats:
 class _ComposeJob:
     tiles: list[DecodedSource | None]
     size: tuple[int, int]
+    fps: float
     codec: NegotiatedCodec
     bitrate: int
     keyframe: bool
@@ -187,6 +190,7 @@ class _Sink:
     failed_key: tuple[object, ...] | None = None
     generation: int = 0
     canvas: npt.NDArray[np.uint8] | None = None
+    last_frame: float = -math.inf  # when the last frame was made (the loop's clock)
 
 
 class VideoCompositor:
@@ -360,9 +364,19 @@ class VideoCompositor:
         codec = next((c for c in negotiated.codecs if _encodable(c)), None)
         if codec is None:
             return
+        # within what the sink's fmtp allows (H.264 level, max-fs/max-mbps; VP8 max-fs/max-fr)
+        size, fps = fit_to_limits(
+            output_size(negotiated.remote_max_resolution),
+            self.fps,
+            limits_of(codec.name, codec.fmtp),
+        )
+        if fps < self.fps and now - sink.last_frame < 1 / fps - 0.5 / self.fps:
+            return  # a slower sink: not every tick
+        sink.last_frame = now
         job = _ComposeJob(
             tiles=[self._sources.get(stream) for stream in sink.sources],
-            size=output_size(negotiated.remote_max_resolution),
+            size=size,
+            fps=fps,
             codec=codec,
             bitrate=min(VIDEO_BITRATE, negotiated.remote_bandwidth or VIDEO_BITRATE),
             keyframe=sink.keyframe,
@@ -465,7 +479,7 @@ class VideoCompositor:
         return yuv420p_frame(canvas, width, job.pts)
 
     def _encoder(self, sink: _Sink, job: _ComposeJob) -> VideoEncoder | None:
-        key = (job.codec, job.size, job.bitrate)
+        key = (job.codec, job.size, job.fps, job.bitrate)
         if sink.encoder is not None and key == sink.encoder_key:
             return sink.encoder
         if key == sink.failed_key:
@@ -473,7 +487,7 @@ class VideoCompositor:
         width, height = job.size
         try:
             encoder = create_video_encoder(
-                job.codec, width=width, height=height, fps=self.fps, bitrate=job.bitrate
+                job.codec, width=width, height=height, fps=job.fps, bitrate=job.bitrate
             )
         except GatewayError as exc:
             log.warning("compositor: cannot encode", codec=job.codec.name, reason=exc.message)

@@ -49,6 +49,8 @@ from gateway.log import get_logger
 from gateway.media.jitter import Conceal, JitterBuffer
 from gateway.media.negotiation import NegotiatedCodec, NegotiatedStream
 from gateway.media.rtp import RtpError, RtpWriter, header_sizes
+from gateway.media.video_limits import fit as fit_to_limits
+from gateway.media.video_limits import limits_of
 from mediacodecs.base import RtpPayload
 from mediacodecs.executor import JobDropped, MediaExecutor
 from mediacodecs.registry import can_bridge
@@ -68,6 +70,8 @@ KEYFRAME_INTERVAL = 0.3
 PLAYOUT_GRID = 0.01
 #: Video bit rate of a transcoder's encoder unless the sink declared less (bit/s).
 VIDEO_BITRATE = 500_000
+#: Frames a second of a transcoder's encoder unless the sink's codec allows fewer.
+VIDEO_FPS = 15.0
 #: Lost packets concealed at most per gap (longer gaps are a new talkspurt).
 MAX_CONCEAL = 5
 
@@ -359,10 +363,15 @@ class Route:
         transcoder: AudioTranscoder | VideoTranscoder
         try:
             if source.kind == "video":
-                width, height = sink.remote_max_resolution or (640, 480)
-                # no more than the sink declared it takes (b=TIAS/AS)
+                # no more than the sink declared it takes: imageattr, its codec's limits
+                # (H.264 level, max-fs/max-mbps; VP8 max-fs/max-fr), b=TIAS/AS
+                (width, height), fps = fit_to_limits(
+                    sink.remote_max_resolution or (640, 480),
+                    VIDEO_FPS,
+                    limits_of(transcode.name, transcode.fmtp),
+                )
                 bitrate = min(VIDEO_BITRATE, sink.remote_bandwidth or VIDEO_BITRATE)
-                transcoder = VideoTranscoder(codec, transcode, width, height, bitrate=bitrate)
+                transcoder = VideoTranscoder(codec, transcode, width, height, fps, bitrate)
             else:
                 transcoder = AudioTranscoder(
                     codec, transcode, opus_complexity=self._opus_complexity

@@ -258,6 +258,28 @@ async def test_one_h264_source_fills_a_vp8_sink_at_the_default_size(
     assert near(colour_at(rgb, 0.0, 0.0, 0.1, 1.0), BLACK)
 
 
+async def test_a_small_decoder_gets_a_smaller_picture_less_often(
+    executor: MediaExecutor,
+) -> None:
+    """A VP8 room system declaring max-fs=300 and max-fr=5 (RFC 7741): no picture over
+    300 macroblocks (4:3 kept), about five frames a second instead of fifteen."""
+    small = NegotiatedCodec(96, "VP8", 90000, fmtp="max-fs=300;max-fr=5")
+    green = FakeStream()
+    sink = FakeStream(small, size=None)
+    compositor = VideoCompositor(executor)
+    compositor.add_source(green)
+    compositor.add_sink(sink, [green])
+    await send(compositor, [Camera(green, GREEN)], 1.2)
+    stats = compositor.sink_stats(sink)
+    compositor.close()
+    assert stats is not None and 4 <= stats.frames <= 8, stats
+    rgb = last_picture(sink, small)
+    height, width, _ = rgb.shape
+    assert ((width + 15) // 16) * ((height + 15) // 16) <= 300 and width >= 256
+    assert abs(width / height - 4 / 3) < 0.05
+    assert near(colour_at(rgb, 0.1, 0.1, 0.9, 0.9), GREEN)
+
+
 async def test_a_keyframe_request_makes_the_next_frame_a_keyframe(executor: MediaExecutor) -> None:
     compositor = VideoCompositor(executor)
     red, sink = FakeStream(), FakeStream()

@@ -219,3 +219,29 @@ async def test_an_inline_codec_failure_costs_one_frame_not_the_stream(
     await wait_for(lambda: route.stats.transcoded_out >= 8)
     assert plan.errors == 1  # type: ignore[union-attr]
     route.close()
+
+
+async def test_video_for_a_small_decoder_is_made_smaller_and_slower(
+    executor: MediaExecutor,
+) -> None:
+    """An H.264 room system at level 1.1 (396 macroblocks, 3000 a second) gets CIF-sized
+    pictures at no more than 7.6 frames a second, whatever we would send otherwise."""
+    small = NegotiatedCodec(97, "H264", 90000, fmtp="packetization-mode=1;profile-level-id=42e00b")
+    source = FakePort("video", stream(VP8, kind="video"))
+    sink = FakePort("video", stream(small, kind="video"))
+    route = Route(source, sink, executor)
+    writer = RtpWriter(96, 0x5EED)
+    loop = asyncio.get_running_loop()
+    for index, frame in enumerate(_vp8_frames(2)):
+        for part, data in enumerate(frame):
+            packet = writer.packet(data, 1000 + index * 6000, marker=part == len(frame) - 1)
+            route.feed(bytes(packet), loop.time())
+        await asyncio.sleep(1 / 15)
+    await wait_for(lambda: route.stats.transcoded_out > 0)
+    (plan,) = [p for p in route._plans.values() if hasattr(p, "transcoder")]
+    encoder = plan.transcoder._video_encoder  # type: ignore[union-attr]
+    width, height = encoder.resolution
+    assert (width // 16 + (width % 16 > 0)) * (height // 16 + (height % 16 > 0)) <= 396
+    assert width > 250 and abs(width / height - 4 / 3) < 0.05
+    assert encoder.framerate == pytest.approx(3000 / ((width + 15) // 16 * ((height + 15) // 16)))
+    route.close()
