@@ -367,3 +367,33 @@ async def test_the_direct_packet_path_keeps_what_aiortc_reports(call: Call) -> N
     report = await call.leg_a._pc.getStats()
     transport = [s for s in report.values() if s.type == "transport"]
     assert transport and transport[0].packetsReceived > 50  # counted on the direct path too
+
+
+async def test_garbage_at_the_ice_socket_is_counted_and_media_goes_on(call: Call) -> None:
+    """Datagrams that look like RTP but are no SRTP of this session (random bytes, a
+    replay) are dropped and counted on the direct path; STUN-looking junk goes to
+    aioice as before; the call's media carries on."""
+    import random
+    import socket
+
+    await _until(lambda: call.peer_b.video_frames >= 10)
+    assert call.leg_a._pc is not None
+    transceiver = call.leg_a._pc.getTransceivers()[0]
+    protocol = transceiver.receiver.transport.transport._connection._protocols[0]
+    address = protocol.transport.get_extra_info("sockname")[:2]
+    dropped = metrics.RTP_DROPPED.labels(reason="srtp")
+    before = dropped._value.get()
+    rng = random.Random(7)
+    as_rtp = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _ in range(40):
+            junk = bytes([0x80 | rng.randrange(0x40)]) + rng.randbytes(rng.randrange(11, 200))
+            as_rtp += not 192 <= junk[1] <= 208  # else RTCP: aiortc's own path drops it
+            sock.sendto(junk, address)
+        for _ in range(10):
+            sock.sendto(rng.randbytes(rng.randrange(1, 60)), address)  # anything at all
+    assert as_rtp > 30
+    await _until(lambda: dropped._value.get() >= before + as_rtp)
+    frames = call.peer_b.video_frames
+    await _until(lambda: call.peer_b.video_frames > frames + 10)
+    assert call.leg_a.state is LegState.CONNECTED
