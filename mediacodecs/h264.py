@@ -161,8 +161,10 @@ class H264Encoder(RtpVideoEncoder):
         max_bitrate: int | None = None,
         preset: str = "ultrafast",
         deblock: bool = True,
+        level: str = "3.1",
     ) -> None:
         bitrate = self._clamp(bitrate)
+        self._level = level
         super().__init__(width, height, fps, bitrate)
         self.packetization_mode: PacketizationMode = packetization_mode
         self._ceiling = self._clamp(max(max_bitrate or 2 * bitrate, bitrate))
@@ -203,7 +205,7 @@ class H264Encoder(RtpVideoEncoder):
         options = {
             "preset": self._preset,
             "tune": "zerolatency",  # no B-frames, no look-ahead: a frame out per frame in
-            "level": "3.1",
+            "level": self._level,  # written into the SPS: the receiver checks it
             "forced-idr": "1",  # a requested keyframe is an IDR, which any joiner can start at
             # CBR from the start, the only mode in which x264 accepts a new rate later.
             "maxrate": str(self._ceiling),

@@ -281,5 +281,19 @@ def create_video_encoder(
         return Vp8Encoder(width, height, fps, bitrate)
     if name == "h264":
         mode = h264_packetization_mode(codec)
-        return H264Encoder(width, height, fps, bitrate, packetization_mode=mode)
+        return H264Encoder(
+            width, height, fps, bitrate, packetization_mode=mode, level=h264_encoder_level(codec)
+        )
     raise CodecError(f"no video encoder for {codec.name}")
+
+
+def h264_encoder_level(codec: CodecDescription) -> str:
+    """The level our H.264 stream declares to a receiver: its own (from
+    ``profile-level-id``) up to 3.1, which 720p at 30 frames/s needs; the size
+    and rate we send it are fitted to its level beforehand
+    (``gateway.media.video_limits``)."""
+    profile = _h264_profile(codec)
+    level = min(31.0, profile[1]) if profile is not None else 31.0
+    if level == 10.5:
+        return "1b"
+    return f"{int(level) // 10}.{int(level) % 10}"

@@ -23,9 +23,9 @@ from mediacodecs.h264 import (
     h264_packetize,
     parse_sprop_parameter_sets,
 )
-from mediacodecs.registry import CodecSpec, create_video_decoder
+from mediacodecs.registry import CodecSpec, create_video_decoder, create_video_encoder
 from mediacodecs.transcode import VideoTranscoder
-from mediacodecs.video import MTU_PAYLOAD
+from mediacodecs.video import MTU_PAYLOAD, video_frame
 from tests.unit.codecs.signals import gradient, gradient_frame, mean_error
 
 START = b"\x00\x00\x00\x01"
@@ -299,3 +299,21 @@ def test_parameter_sets_that_decode_to_nonsense_do_not_break_in_band_ones() -> N
     frames = _encode(encoder, range(3), 320, 240)
     decoder = H264Decoder([bytes([0x67, 0xFF, 0xFF]), bytes([0x68])])
     assert [len([f for p in payloads for f in decoder.decode(p)]) for payloads in frames] == [1] * 3
+
+
+@pytest.mark.parametrize(
+    ("profile_level_id", "level_idc"),
+    [("42e01f", 31), ("42e00c", 12), ("42e00a", 10), ("640028", 31), (None, 10)],
+)
+def test_the_stream_declares_the_receivers_level_up_to_3_1(
+    profile_level_id: str | None, level_idc: int
+) -> None:
+    """The SPS carries the receiver's level (a strict decoder refuses a higher one),
+    never more than 3.1; an absent profile-level-id means level 1.0 (RFC 6184)."""
+    fmtp = "packetization-mode=1" + (
+        f";profile-level-id={profile_level_id}" if profile_level_id else ""
+    )
+    encoder = create_video_encoder(CodecSpec("H264", 90000, 1, fmtp), width=160, height=120, fps=15)
+    payloads = encoder.encode(video_frame(np.zeros((120, 160, 3), np.uint8), 0))
+    sps = [n for p in payloads for n in _stap_a_or_single(p.data) if n[0] & 0x1F == 7]
+    assert sps and sps[0][3] == level_idc
