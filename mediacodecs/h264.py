@@ -138,6 +138,47 @@ def parse_sprop_parameter_sets(value: str | None) -> list[bytes]:
     return units
 
 
+def stap_a(units: list[bytes]) -> bytes:
+    """One STAP-A payload aggregating ``units`` (RFC 6184 section 5.7.1)."""
+    nri = max((unit[0] & 0x60 for unit in units), default=0x60)
+    return bytes([nri | _NAL_STAP_A]) + b"".join(
+        len(unit).to_bytes(2, "big") + unit for unit in units
+    )
+
+
+class ParameterSetInjector:
+    """A sender's SDP-only parameter sets (``sprop-parameter-sets``) put in band, for a
+    receiver that never saw the sender's SDP (a browser that gets a room system's H.264
+    passed through): before an IDR that no SPS preceded in its access unit, one STAP-A
+    with the SPS and PPS (packetization-mode 1 receivers take STAP-A)."""
+
+    def __init__(self, units: list[bytes]) -> None:
+        self.payload = stap_a(units)
+        self.injected = 0
+        self._sps_at: int | None = None  # RTP timestamp of the last access unit with an SPS
+
+    def before(self, payload: bytes, timestamp: int) -> bytes | None:
+        """The payload to send before ``payload`` (of the access unit at ``timestamp``),
+        or None."""
+        if not payload:
+            return None
+        nal = payload[0] & 0x1F
+        if nal == _NAL_STAP_A:
+            types = {unit[0] & 0x1F for unit in _stap_a_units(payload) if unit}
+        elif nal == _NAL_FU_A:
+            first = len(payload) > 1 and payload[1] & 0x80
+            types = {payload[1] & 0x1F} if first else set()
+        else:
+            types = {nal}
+        if _NAL_SPS in types:
+            self._sps_at = timestamp
+        if _NAL_IDR not in types or self._sps_at == timestamp:
+            return None
+        self._sps_at = timestamp
+        self.injected += 1
+        return self.payload
+
+
 class H264Encoder(RtpVideoEncoder):
     """Video frames to H.264 Constrained Baseline RTP payloads (libx264, one thread).
 

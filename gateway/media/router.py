@@ -53,6 +53,7 @@ from gateway.media.video_limits import fit as fit_to_limits
 from gateway.media.video_limits import limits_of
 from mediacodecs.base import RtpPayload
 from mediacodecs.executor import JobDropped, MediaExecutor
+from mediacodecs.h264 import ParameterSetInjector, parse_sprop_parameter_sets
 from mediacodecs.registry import can_bridge
 from mediacodecs.transcode import AudioTranscoder, VideoTranscoder
 
@@ -102,6 +103,9 @@ class RouteStats:
 @dataclass(slots=True)
 class _Forward:
     payload_type: int
+    # H.264 whose parameter sets the source sent only in its SDP, to a sink that numbers
+    # its own packets (a browser): they go in band before each IDR
+    parameter_sets: ParameterSetInjector | None = None
 
 
 @dataclass(slots=True)
@@ -240,11 +244,25 @@ class Route:
             metrics.RTP_DROPPED.labels(reason=plan.reason).inc()  # type: ignore[union-attr]
 
     def _forward(self, plan: _Forward, data: bytes) -> None:
+        if plan.parameter_sets is not None:
+            self._parameter_sets(plan, plan.parameter_sets, data)
         out = bytearray(data)
         out[1] = (out[1] & 0x80) | plan.payload_type
         if self.sink.send_rtp(out):
             self.stats.forwarded += 1
         self._set_mode("passthrough")
+
+    def _parameter_sets(self, plan: _Forward, sets: ParameterSetInjector, data: bytes) -> None:
+        try:
+            header, size = header_sizes(data)
+        except RtpError:
+            return
+        extra = sets.before(data[header : header + size], int.from_bytes(data[4:8], "big"))
+        if extra is not None:  # same timestamp, no marker, no padding: the sink renumbers
+            out = bytearray(data[:header])
+            out[0] &= 0xDF
+            out[1] = plan.payload_type
+            self.sink.send_rtp(out + extra)
 
     def _transcode(self, plan: _Transcode, data: bytes, arrival: float) -> None:
         try:
@@ -355,7 +373,7 @@ class Route:
             if bridge is None:
                 continue
             if bridge.kind == "passthrough":
-                return _Forward(candidate.sending_payload_type)
+                return _Forward(candidate.sending_payload_type, self._in_band(codec))
             transcode = transcode or candidate
         if transcode is None:
             log.info("media: no way to bridge codecs", source=codec.name, kind=source.kind)
@@ -383,6 +401,13 @@ class Route:
         writer = RtpWriter(transcode.sending_payload_type, random.getrandbits(32))
         jitter = JitterBuffer(codec.clock_rate, video=source.kind == "video")
         return _Transcode(transcoder, writer, jitter)
+
+    def _in_band(self, codec: NegotiatedCodec) -> ParameterSetInjector | None:
+        """Parameter sets to put in band for this sink, if the source's are SDP-only."""
+        if codec.name.lower() != "h264" or not getattr(self.sink, "renumbers", False):
+            return None
+        units = parse_sprop_parameter_sets(codec.parameters.get("sprop-parameter-sets"))
+        return ParameterSetInjector(units) if units else None
 
     def _close_plans(self) -> None:
         for plan in self._plans.values():

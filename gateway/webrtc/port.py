@@ -38,6 +38,10 @@ def _fmtp(parameters: dict[str, object]) -> str | None:
 class WebRtcPort:
     """``slot`` of ``leg`` as a ``RoutedStream``; ``close()`` unsubscribes."""
 
+    #: aiortc numbers what it sends itself: the router may add packets (H.264
+    #: parameter sets a room system sent only in its SDP).
+    renumbers = True
+
     def __init__(self, leg: WebRtcLeg, slot: str) -> None:
         self.leg = leg
         self.slot = slot

@@ -19,6 +19,7 @@ from mediacodecs.h264 import (
     H264Decoder,
     H264Encoder,
     PacketizationMode,
+    ParameterSetInjector,
     h264_depacketize,
     h264_packetize,
     parse_sprop_parameter_sets,
@@ -317,3 +318,24 @@ def test_the_stream_declares_the_receivers_level_up_to_3_1(
     payloads = encoder.encode(video_frame(np.zeros((120, 160, 3), np.uint8), 0))
     sps = [n for p in payloads for n in _stap_a_or_single(p.data) if n[0] & 0x1F == 7]
     assert sps and sps[0][3] == level_idc
+
+
+def test_parameter_sets_go_in_band_only_where_the_stream_lacks_them() -> None:
+    encoder = H264Encoder(160, 120, 15, 300_000)
+    frames = _encode(encoder, range(3), 160, 120)
+    stripped, sets = _without_parameter_sets(frames)
+    injector = ParameterSetInjector(sets)
+    assert _stap_a_or_single(injector.payload) == sets  # one STAP-A: SPS, PPS
+    # a stream with its own SPS before the IDR gets nothing added
+    assert [injector.before(p.data, p.timestamp) for f in frames for p in f] == [None] * sum(
+        map(len, frames)
+    )
+    # the same stream without: the STAP-A before the IDR's first packet, once
+    injector = ParameterSetInjector(sets)
+    added = [injector.before(p.data, p.timestamp) for f in stripped for p in f]
+    payloads = [p.data for f in stripped for p in f]
+    first_idr = next(i for i, data in enumerate(payloads) if h264_depacketize(data).keyframe)
+    assert [i for i, extra in enumerate(added) if extra is not None] == [first_idr]
+    assert added[first_idr] == injector.payload
+    assert injector.injected == 1
+    assert injector.before(b"", 0) is None

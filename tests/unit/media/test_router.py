@@ -342,3 +342,43 @@ async def test_passthrough_gauge_returns_to_its_value_after_close(
     router.close()
     assert passthrough_gauge("audio") == before_audio
     assert passthrough_gauge("video") == before_video
+
+
+@pytest.mark.parametrize("renumbers", [True, False])
+async def test_parameter_sets_sent_only_in_the_sdp_go_in_band_to_a_browser(
+    renumbers: bool, executor: MediaExecutor
+) -> None:
+    """A room system whose H.264 carries its SPS/PPS only in sprop-parameter-sets, passed
+    through to a browser (a sink that numbers its own packets): a STAP-A with them goes
+    before each IDR, so a decoder that never saw the SDP decodes; a SIP sink (numbered
+    by its RTP session) is left alone."""
+    import base64
+
+    from mediacodecs.h264 import H264Encoder
+    from tests.support.pictures import decode_rgb
+    from tests.unit.codecs.test_h264 import _encode, _without_parameter_sets
+
+    encoder = H264Encoder(160, 120, 15, 300_000)
+    frames = _encode(encoder, range(4), 160, 120)
+    encoder.request_keyframe()
+    frames += _encode(encoder, range(4, 6), 160, 120)  # a second IDR
+    stripped, sets = _without_parameter_sets(frames)
+    sprop = ",".join(base64.b64encode(unit).decode() for unit in sets)
+    h264 = "packetization-mode=1;profile-level-id=42e01f"
+    source = FakePort("video", stream(NegotiatedCodec(
+        97, "H264", 90000, fmtp=f"{h264};sprop-parameter-sets={sprop}"), kind="video"))  # fmt: skip
+    sink = FakePort("video", stream(NegotiatedCodec(102, "H264", 90000, fmtp=h264), kind="video"))
+    sink.renumbers = renumbers  # type: ignore[attr-defined]
+    route = Route(source, sink, executor)
+    writer = RtpWriter(97, 0xABC)
+    for index, frame in enumerate(stripped):
+        for part, payload in enumerate(frame):
+            route.feed(bytes(writer.packet(payload.data, index * 6000, part == len(frame) - 1)))
+    assert route.mode == "passthrough"
+    added = len(sink.sent) - sum(len(frame) for frame in stripped)
+    assert added == (2 if renumbers else 0)  # one per IDR
+    assert set(sink.payload_types()) == {102}
+    # a decoder without the sprop: it has only what came in band
+    pictures = decode_rgb(sink.sent, NegotiatedCodec(102, "H264", 90000, fmtp=h264))
+    assert len(pictures) == (6 if renumbers else 0)
+    route.close()
