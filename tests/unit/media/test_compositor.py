@@ -31,6 +31,7 @@ from mediacodecs.registry import create_video_encoder
 from mediacodecs.video import video_frame
 from mediacodecs.vp8 import vp8_depacketize
 from tests.support.pictures import colour_at, decode_rgb, near
+from tests.unit.media.test_router import FakePort
 
 VP8 = NegotiatedCodec(96, "VP8", 90000)
 H264 = NegotiatedCodec(97, "H264", 90000, fmtp="packetization-mode=1;profile-level-id=42e01f")
@@ -39,37 +40,27 @@ RED, BLUE, GREEN, BLACK = (255, 0, 0), (0, 0, 255), (0, 255, 0), (0, 0, 0)
 Rgb = tuple[int, int, int]
 
 
-class FakeStream:
-    """A video stream of a leg: keeps what it is sent, counts keyframe requests."""
-
-    kind = "video"
-
-    def __init__(
-        self,
-        codec: NegotiatedCodec = VP8,
-        *,
-        size: tuple[int, int] | None = (320, 240),
-        bandwidth: int | None = None,
-    ) -> None:
-        self.negotiated: NegotiatedStream | None = NegotiatedStream(
-            index=1, kind="video", proto="RTP/AVP", accepted=True, codecs=(codec,),
-            direction=Direction.SENDRECV, remote_max_resolution=size, remote_bandwidth=bandwidth,
-        )  # fmt: skip
-        self.on_rtp: Callable[..., None] | None = None
-        self.on_keyframe_request: Callable[..., None] | None = None
-        self.sent: list[bytes] = []
-        self.keyframes_asked = 0
-        self.switched = 0
-
-    def send_rtp(self, data: bytes | bytearray) -> bool:
-        self.sent.append(bytes(data))
-        return True
-
-    def switch_source(self) -> None:
-        self.switched += 1
-
-    def request_keyframe(self) -> None:
-        self.keyframes_asked += 1
+def FakeStream(
+    codec: NegotiatedCodec = VP8,
+    *,
+    size: tuple[int, int] | None = (320, 240),
+    bandwidth: int | None = None,
+) -> FakePort:
+    """A video stream of a leg (the router tests' ``FakePort``): keeps what it is sent,
+    counts keyframe requests and source switches."""
+    return FakePort(
+        "video",
+        NegotiatedStream(
+            index=1,
+            kind="video",
+            proto="RTP/AVP",
+            accepted=True,
+            codecs=(codec,),
+            direction=Direction.SENDRECV,
+            remote_max_resolution=size,
+            remote_bandwidth=bandwidth,
+        ),
+    )
 
 
 @pytest.fixture
@@ -91,7 +82,7 @@ def _encoded(codec: NegotiatedCodec, colour: Rgb, count: int) -> list[list[bytes
 class Camera:
     """A source sending pre-encoded frames as RTP at 15 fps."""
 
-    def __init__(self, stream: FakeStream, colour: Rgb, codec: NegotiatedCodec = VP8) -> None:
+    def __init__(self, stream: FakePort, colour: Rgb, codec: NegotiatedCodec = VP8) -> None:
         self.stream = stream
         self.frames = _encoded(codec, colour, 45)
         self.writer = RtpWriter(codec.payload_type, hash(colour) & 0xFFFF)
@@ -120,7 +111,7 @@ async def send(compositor: VideoCompositor, cameras: Sequence[Camera], seconds: 
         await asyncio.sleep(1 / FPS)
 
 
-def keyframes(sink: FakeStream, codec: NegotiatedCodec) -> list[bool]:
+def keyframes(sink: FakePort, codec: NegotiatedCodec) -> list[bool]:
     """Per frame sent, in order: whether it is a keyframe."""
     depacketize = vp8_depacketize if codec.name == "VP8" else h264_depacketize
     result: list[bool] = []
@@ -137,7 +128,7 @@ def keyframes(sink: FakeStream, codec: NegotiatedCodec) -> list[bool]:
     return result
 
 
-def last_picture(sink: FakeStream, codec: NegotiatedCodec) -> npt.NDArray[np.uint8]:
+def last_picture(sink: FakePort, codec: NegotiatedCodec) -> npt.NDArray[np.uint8]:
     """The last frame the sink was sent, decoded, as RGB."""
     pictures = decode_rgb(sink.sent, codec)
     assert pictures, "the sink got no decodable frame"
