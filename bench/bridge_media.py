@@ -56,7 +56,6 @@ import socket
 import struct
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -81,6 +80,8 @@ from bench.media_router import (
     _video_ticks,
     asks_keyframe,
     hot_spots,
+    route_totals,
+    start_plain,
 )
 
 BENCH = "bridge_media"
@@ -318,11 +319,9 @@ class _SipSide:
 async def _gateway(workload: Workload, conn: Connection) -> None:
     import gc
 
-    from gateway.media.capabilities import SrtpPolicy
-    from gateway.media.negotiation import NegotiatedCodec, NegotiatedStream
+    from gateway.media.negotiation import NegotiatedCodec
     from gateway.media.router import Router
     from gateway.media.rtp_transport import RtpPortAllocator
-    from gateway.media.sdp_attributes import Direction
     from gateway.media.stream import MediaStream
     from gateway.settings import WebRtcSettings
     from gateway.webrtc import WebRtcLeg
@@ -362,22 +361,7 @@ async def _gateway(workload: Workload, conn: Connection) -> None:
                 leg = WebRtcLeg(settings, slots=(workload.kind,))
                 answer = await leg.accept_offer(offer)
                 stream = await MediaStream.open(allocator, "127.0.0.1", workload.kind)
-                stream.start(
-                    NegotiatedStream(
-                        index=0,
-                        kind=workload.kind,
-                        proto="RTP/AVP",
-                        accepted=True,
-                        codecs=(sip_codec,),
-                        remote_address="127.0.0.1",
-                        remote_port=phone_port,
-                        direction=Direction.SENDRECV,
-                        rtcp_mux=True,
-                        local_port=stream.port,
-                    ),
-                    SrtpPolicy.OFF,
-                    rtp_timeout=None,
-                )
+                start_plain(stream, workload.kind, sip_codec, phone_port)
                 made.append((leg, stream))
                 replies.append((answer, stream.port))
             conn.send(replies)
@@ -386,22 +370,7 @@ async def _gateway(workload: Workload, conn: Connection) -> None:
                 calls.append((leg, stream, linker(leg, _SipSide(stream))))
             conn.send("connected")
         elif message[0] == "stats":
-            totals: Counter[str] = Counter()
-            for route in router.routes():
-                stats = route.stats
-                totals.update(
-                    forwarded=stats.forwarded,
-                    transcoded_in=stats.transcoded_in,
-                    transcoded_out=stats.transcoded_out,
-                    dropped=stats.dropped,
-                    concealed=stats.concealed,
-                    keyframe_requests=stats.keyframe_requests,
-                )
-            for _leg, stream, _undo in calls:
-                totals.update(
-                    send_drops=stream.endpoint.stats.send_drops,
-                    queue_drops=stream.endpoint.stats.queue_drops,
-                )
+            totals = route_totals(router, [stream for _leg, stream, _undo in calls])
             totals.update(executor_evictions=executor.dropped, executor_jobs=executor.completed)
             conn.send(dict(totals))
         elif message[0] == "stop":

@@ -53,14 +53,19 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import emit, log, percentile
 from bench._load import anchor, cpu_seconds, rss_bytes
+
+if TYPE_CHECKING:  # the gateway's modules load in the gateway's child process only
+    from gateway.media.negotiation import NegotiatedCodec
+    from gateway.media.router import Router
+    from gateway.media.stream import MediaStream
 
 BENCH = "media_router"
 PTIME = 0.02
@@ -110,6 +115,54 @@ class GatewaySpec:
 # --- the gateway side (child process) -------------------------------------------------------
 
 
+def start_plain(stream: MediaStream, kind: str, codec: NegotiatedCodec, port: int) -> None:
+    """Start ``stream`` as a SIP peer's plain RTP would run: ``codec`` to ``port`` on
+    loopback, rtcp-mux, no SRTP, no RTP timeout."""
+    from gateway.media.capabilities import SrtpPolicy
+    from gateway.media.negotiation import NegotiatedStream
+    from gateway.media.sdp_attributes import Direction
+
+    stream.start(
+        NegotiatedStream(
+            index=0,
+            kind=kind,
+            proto="RTP/AVP",
+            accepted=True,
+            codecs=(codec,),
+            remote_address="127.0.0.1",
+            remote_port=port,
+            direction=Direction.SENDRECV,
+            rtcp_mux=True,
+            local_port=stream.port,
+        ),
+        SrtpPolicy.OFF,
+        rtp_timeout=None,
+    )
+
+
+def route_totals(router: Router, streams: Iterable[MediaStream]) -> Counter[str]:
+    """What the router's routes did with the packets, and what the streams' sockets
+    dropped, summed over all of them."""
+    totals: Counter[str] = Counter()
+    for route in router.routes():
+        stats = route.stats
+        totals.update(
+            forwarded=stats.forwarded,
+            transcoded_in=stats.transcoded_in,
+            transcoded_out=stats.transcoded_out,
+            dropped=stats.dropped,
+            late=route.late,
+            concealed=stats.concealed,
+            keyframe_requests=stats.keyframe_requests,
+        )
+    for stream in streams:
+        totals.update(
+            send_drops=stream.endpoint.stats.send_drops,
+            queue_drops=stream.endpoint.stats.queue_drops,
+        )
+    return totals
+
+
 def _gateway_main(spec: GatewaySpec, conn: Connection) -> None:
     """Entry of the gateway child: set up, report, relay until told to stop."""
     import asyncio
@@ -127,11 +180,9 @@ async def _gateway(spec: GatewaySpec, conn: Connection) -> None:
     import asyncio
     import gc
 
-    from gateway.media.capabilities import SrtpPolicy
-    from gateway.media.negotiation import NegotiatedCodec, NegotiatedStream
+    from gateway.media.negotiation import NegotiatedCodec
     from gateway.media.router import Router
     from gateway.media.rtp_transport import RtpPortAllocator
-    from gateway.media.sdp_attributes import Direction
     from gateway.media.stream import MediaStream
     from mediacodecs.executor import MediaExecutor
     from mediacodecs.transcode import AudioTranscoder, VideoTranscoder
@@ -165,44 +216,12 @@ async def _gateway(spec: GatewaySpec, conn: Connection) -> None:
     peers: list[tuple[int, int]] = conn.recv()
     for (a, b), (port_a, port_b) in zip(pairs, peers, strict=True):
         for stream, codec, port in ((a, codec_a, port_a), (b, codec_b, port_b)):
-            stream.start(
-                NegotiatedStream(
-                    index=0,
-                    kind=spec.kind,
-                    proto="RTP/AVP",
-                    accepted=True,
-                    codecs=(codec,),
-                    remote_address="127.0.0.1",
-                    remote_port=port,
-                    direction=Direction.SENDRECV,
-                    rtcp_mux=True,
-                    local_port=stream.port,
-                ),
-                SrtpPolicy.OFF,
-                rtp_timeout=None,
-            )
+            start_plain(stream, spec.kind, codec, port)
         router.connect(a, b)
     conn.send("ready")
     loop = asyncio.get_running_loop()
     while await loop.run_in_executor(None, conn.recv) == "stats":
-        totals: Counter[str] = Counter()
-        for route in router.routes():
-            stats = route.stats
-            totals.update(
-                forwarded=stats.forwarded,
-                transcoded_in=stats.transcoded_in,
-                transcoded_out=stats.transcoded_out,
-                dropped=stats.dropped,
-                late=route.late,
-                concealed=stats.concealed,
-                keyframe_requests=stats.keyframe_requests,
-            )
-        for a, b in pairs:
-            for stream in (a, b):
-                totals.update(
-                    send_drops=stream.endpoint.stats.send_drops,
-                    queue_drops=stream.endpoint.stats.queue_drops,
-                )
+        totals = route_totals(router, [stream for pair in pairs for stream in pair])
         totals.update(queue_evictions=executor.dropped, jobs=executor.completed)
         totals.update(loop_wakeups=router.loop_wakeups)
         conn.send({**totals, "per_key": executor.per_key, "workers": executor.workers})
