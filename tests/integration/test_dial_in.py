@@ -26,35 +26,17 @@ from gateway.clock import SystemClock
 from gateway.media.rtp_transport import RtpPortAllocator
 from gateway.rooms import room as room_module
 from gateway.rooms.directory import RoomDirectory
-from gateway.rooms.room import Leg, Participant, Presence, Role, Room, Rooms
+from gateway.rooms.room import Participant, Presence, Role, Room, Rooms
 from gateway.settings import load_settings
 from gateway.store.appointments import Appointment, Appointments, LinkExpired
 from gateway.store.db import Database
 from mediacodecs.executor import MediaExecutor
 from tests.support.aio import in_thread, wait_for
 from tests.support.baresip import Baresip, dominant_frequency
+from tests.support.rooms import FakeLeg, Links
 from tests.support.sip_client import SipTestClient, UdpChannel, channel, sdp_offer
 
 pytestmark = pytest.mark.integration
-
-
-class FakeLeg:
-    """An agent's browser leg, as far as the room needs one."""
-
-    async def close(self) -> None:
-        return None
-
-
-class Links:
-    """The room's ``connect``: which pairs of legs are linked now."""
-
-    def __init__(self) -> None:
-        self.live: set[frozenset[int]] = set()
-
-    def __call__(self, a: Leg, b: Leg) -> Callable[[], None]:
-        key = frozenset((id(a), id(b)))
-        self.live.add(key)
-        return lambda: self.live.discard(key)
 
 
 @dataclass

@@ -12,23 +12,7 @@ from gateway.errors import Busy, Forbidden, NotFound
 from gateway.rooms import room as room_module
 from gateway.rooms.directory import RoomDirectory
 from gateway.rooms.room import Leg, Presence, Role, Rooms
-
-
-class FakeLeg:
-    async def close(self) -> None:
-        return None
-
-
-class Links:
-    """The room's ``connect``: records which pairs of legs are linked now."""
-
-    def __init__(self) -> None:
-        self.live: set[frozenset[int]] = set()
-
-    def __call__(self, a: Leg, b: Leg) -> Callable[[], None]:
-        key = frozenset((id(a), id(b)))
-        self.live.add(key)
-        return lambda: self.live.discard(key)
+from tests.support.rooms import FakeLeg, Links
 
 
 async def _lookup(appointment_id: str) -> Any:

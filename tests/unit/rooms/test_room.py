@@ -11,16 +11,12 @@ from gateway import metrics
 from gateway.clock import FakeClock
 from gateway.errors import Forbidden, NotFound
 from gateway.rooms.room import Leg, Participant, Presence, Role, Room, Rooms
+from tests.support.rooms import FakeLeg
 
 
 class Inbox(list[dict[str, Any]]):
     def types(self) -> list[str]:
         return [m["type"] for m in self]
-
-
-class FakeLeg:
-    async def close(self) -> None:
-        return None
 
 
 def _counter(name: str, **labels: str) -> float:
