@@ -53,23 +53,13 @@ from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions, RtpPacket
 from aiortc.utils import random32
 
 from gateway import metrics
-from gateway.log import get_logger
-from gateway.webrtc.aiortc_internals import HOOK
-
-log = get_logger(__name__)
+from gateway.webrtc.aiortc_internals import HOOK, spawn
 
 #: Marks a protocol switched to the direct path (the value: its DTLS transport).
 DIRECT = "_gatewayd_direct"
 
-_spawned: set[asyncio.Task[None]] = set()
 _SEQUENCE = struct.Struct("!H")
 _TIMESTAMP = struct.Struct("!I")
-
-
-def _spawn(coroutine: Any) -> None:
-    task = asyncio.ensure_future(coroutine)
-    _spawned.add(task)
-    task.add_done_callback(_spawned.discard)
 
 
 # --- receiving ----------------------------------------------------------------------------
@@ -163,7 +153,7 @@ def _receiver(dtls: Any, original: Any) -> Any:
         if hook is not None:
             hook.handle(packet)
         else:
-            _spawn(receiver._handle_rtp_packet(packet, arrival_time_ms=clock.current_ms()))
+            spawn(receiver._handle_rtp_packet(packet, arrival_time_ms=clock.current_ms()))
 
     return datagram_received
 

@@ -112,6 +112,17 @@ def ice_server_addresses(pc: RTCPeerConnection) -> list[tuple[str, int] | None]:
 
 
 # --- receiving without decoding -----------------------------------------------------------
+_spawned: set[asyncio.Future[None]] = set()
+
+
+def spawn(coroutine: Any) -> None:
+    """Run one of aiortc's coroutines (an RTCP send, a packet handler) to its end, keeping
+    a reference to it meanwhile."""
+    task = asyncio.ensure_future(coroutine)
+    _spawned.add(task)
+    task.add_done_callback(_spawned.discard)
+
+
 class ReceiverHook:
     """A receiver whose packets go to ``handler`` instead of the jitter buffer and decoder.
 
@@ -125,7 +136,6 @@ class ReceiverHook:
         self.handler = handler
         self.last_ssrc: int | None = None
         self.packets = 0
-        self._pli_tasks: set[asyncio.Task[None]] = set()
         original_receive = receiver.receive
 
         async def receive(parameters: Any) -> None:
@@ -161,7 +171,7 @@ class ReceiverHook:
         """Send a PLI for the stream last received; False when none was received yet."""
         if self.last_ssrc is None:
             return False
-        self._spawn(self.receiver._send_rtcp_pli(self.last_ssrc))
+        spawn(self.receiver._send_rtcp_pli(self.last_ssrc))
         return True
 
     def send_bitrate_estimate(self, bitrate: int) -> bool:
@@ -171,13 +181,8 @@ class ReceiverHook:
             return False
         fci = pack_remb_fci(int(bitrate), [self.last_ssrc])
         packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=fci)
-        self._spawn(self.receiver._send_rtcp(packet))
+        spawn(self.receiver._send_rtcp(packet))
         return True
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._pli_tasks.add(task)
-        task.add_done_callback(self._pli_tasks.discard)
 
 
 def is_decoding(receiver: RTCRtpReceiver) -> bool:
